@@ -1,0 +1,280 @@
+"""Copier Jinja extensions of the ONEX node template.
+
+* ``ContextUpdater`` derives every name the template files need (class and
+  package names, topics, event types, what the node publishes and consumes)
+  from the answers, using the template's own ``runtime/naming.py``.
+* ``OnexFilters`` adds the filters that put free text safely into generated
+  files (``py_str``, ``yaml_str``, ``toml_str``, ``md_text``, ``hash_comment``,
+  ``one_line``) and the validator filters ``onex_check`` / ``onex_check_each``.
+
+``naming.py`` is loaded by file path from ``template/{{package_name}}/runtime/``
+next to this folder: the same file every generated node ships, so an identifier
+rule, topic name or event type exists exactly once. Both extensions are listed
+in ``copier.yml`` as ``extensions/context.py:<Class>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import re
+import sys
+from collections.abc import Callable, Mapping, MutableMapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from copier_template_extensions import ContextHook
+from jinja2 import Environment
+from jinja2.ext import Extension
+
+_HERE = Path(__file__).resolve().parent
+NAMING_PATH = _HERE.parent / "template" / "{{package_name}}" / "runtime" / "naming.py"
+TEXT_PATH = _HERE / "text.py"
+
+
+def _load(path: Path, label: str) -> ModuleType:
+    """Import a stdlib-only file by path, once per path.
+
+    During ``copier update`` the old and the new template are both loaded in one
+    process; keying the module name by path keeps their versions apart.
+    """
+    digest = hashlib.sha1(str(path).encode(), usedforsecurity=False).hexdigest()[:12]
+    name = f"_onex_template_{label}_{digest}"
+    module = sys.modules.get(name)
+    if module is not None:
+        return module
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}: the template checkout is incomplete")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+naming = _load(NAMING_PATH, "naming")
+text = _load(TEXT_PATH, "text")
+
+#: Outcome names of a node's own events (``naming.node_event_topic``).
+OUTCOMES = ("completed", "failed", "state_updated", "workflow_completed")
+
+_DEFAULT_PROTOCOLS = ("kafka", "http")
+
+
+def _valid(rule: str, value: object) -> bool:
+    return isinstance(value, str) and naming.check(rule, value) == ""
+
+
+def derive(answers: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything computed from the answers; keys appear only once their inputs
+    are answered and valid (the hook also runs while questions are being asked).
+    """
+    out: dict[str, Any] = {}
+    node_type = answers.get("node_type")
+    node_name = answers.get("node_name")
+    service = answers.get("service_name")
+    domain = answers.get("domain")
+    env = answers.get("kafka_environment")
+
+    if node_type in naming.NODE_TYPES:
+        out["node_type_title"] = str(node_type).capitalize()
+        out["uses_postgres"] = bool(
+            (node_type == "effect" and answers.get("use_postgres"))
+            or (node_type == "reducer" and answers.get("state_backend") == "postgres")
+        )
+        out["uses_kafka"] = node_type != "compute" or bool(answers.get("event_bus_enabled", True))
+        if _valid("node_name", node_name):
+            out["class_name"] = naming.class_name(node_name, node_type)
+    if _valid("service_name", service):
+        out["package_name"] = naming.package_name(service)
+        out["module_name"] = naming.package_name(service)
+        if _valid("domain", domain):
+            out["event_types"] = _event_types(domain, service)
+        if _valid("kafka_environment", env):
+            out["topics"] = _topics(env, service, answers.get("input_events"))
+            if "event_types" in out and node_type in naming.NODE_TYPES:
+                out["published"], out["consumed"] = _traffic(
+                    str(node_type), answers, out["topics"], out["event_types"]
+                )
+    return out
+
+
+def _event_types(domain: str, service: str) -> dict[str, str]:
+    types = {
+        "introspection": naming.EVENT_NODE_INTROSPECTION,
+        "heartbeat": naming.EVENT_NODE_HEARTBEAT,
+        "shutdown": naming.EVENT_NODE_SHUTDOWN,
+        "introspection_request": naming.EVENT_INTROSPECTION_REQUESTED,
+        "dead_letter": naming.EVENT_DEAD_LETTER,
+        "command": naming.command_event_type(domain, service),
+    }
+    for outcome in OUTCOMES:
+        types[outcome] = naming.node_event_type(domain, service, outcome)
+    return types
+
+
+def _topics(env: str, service: str, input_events: object) -> dict[str, Any]:
+    topics: dict[str, Any] = dict(naming.discovery_topics(env))
+    topics["command"] = naming.command_topic(env, service)
+    for outcome in OUTCOMES:
+        topics[outcome] = naming.node_event_topic(env, service, outcome)
+    events = input_events if isinstance(input_events, list) else []
+    topics["inputs"] = [naming.topic(env, "evt", str(name)) for name in events]
+    return topics
+
+
+def _traffic(
+    node_type: str,
+    answers: Mapping[str, Any],
+    topics: Mapping[str, Any],
+    types: Mapping[str, str],
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """What the node publishes and consumes: the README and contract.yaml both
+    list these, so they cannot disagree."""
+
+    def entry(role: str, topic: str, event_type: str, purpose: str) -> dict[str, str]:
+        return {"role": role, "topic": topic, "event_type": event_type, "purpose": purpose}
+
+    if node_type == "compute" and not answers.get("event_bus_enabled", True):
+        return [], []
+    published = [
+        entry(
+            "introspection",
+            topics["introspection"],
+            types["introspection"],
+            "announces the node on start and on request (keyed by node_id)",
+        ),
+        entry(
+            "heartbeat",
+            topics["heartbeat"],
+            types["heartbeat"],
+            "periodic liveness and health",
+        ),
+        entry("shutdown", topics["shutdown"], types["shutdown"], "graceful stop"),
+    ]
+    consumed = [
+        entry(
+            "introspection_request",
+            topics["introspection_request"],
+            types["introspection_request"],
+            "the registry asks every node to announce itself again",
+        )
+    ]
+    if node_type == "reducer":
+        for topic in topics["inputs"]:
+            consumed.append(entry("input", topic, "*", "events reduced into state"))
+        published.append(
+            entry(
+                "state_updated",
+                topics["state_updated"],
+                types["state_updated"],
+                "state after each persisted aggregation window",
+            )
+        )
+    else:
+        consumed.append(
+            entry("command", topics["command"], types["command"], "requests this node handles")
+        )
+        if node_type == "orchestrator":
+            published.append(
+                entry(
+                    "workflow_completed",
+                    topics["workflow_completed"],
+                    types["workflow_completed"],
+                    "workflow result, carrying the request's correlation_id",
+                )
+            )
+        else:
+            published.append(
+                entry("completed", topics["completed"], types["completed"], "successful result")
+            )
+        published.append(
+            entry("failed", topics["failed"], types["failed"], "failed request, with the error")
+        )
+    for item in list(consumed):
+        published.append(
+            entry(
+                "dead_letter",
+                naming.dead_letter_topic(item["topic"]),
+                types["dead_letter"],
+                f"undecodable or exhausted messages from {item['topic']}",
+            )
+        )
+    return published, consumed
+
+
+class ContextUpdater(ContextHook):  # type: ignore[misc]
+    """Adds the derived names to every render context (files, paths, questions)."""
+
+    def hook(self, context: MutableMapping[str, Any]) -> None:
+        context.update(derive(context))
+
+
+# --- validator filters --------------------------------------------------------
+
+
+def onex_check(value: object, rule: str, question: str | None = None) -> str:
+    """``""`` if ``value`` passes ``naming.check(rule)``, else ``"<question>: <why>"``."""
+    problem = naming.check(rule, value)
+    if not problem:
+        return ""
+    return f"{question or rule} {problem} (rule '{rule}'), got {value!r}"
+
+
+def onex_check_each(
+    value: object, rule: str, question: str, *, allow_empty: bool = False
+) -> str:
+    """Validate a list answer element-wise; also refuses duplicates and non-lists."""
+    if not isinstance(value, list):
+        return f"{question} must be a list, e.g. [a, b], got {value!r}"
+    if not value and not allow_empty:
+        return f"{question} must list at least one item"
+    for item in value:
+        problem = naming.check(rule, item)
+        if problem:
+            return f"{question} item {item!r} {problem} (rule '{rule}')"
+    duplicates = sorted({str(item) for item in value if value.count(item) > 1})
+    if duplicates:
+        return f"{question} lists {', '.join(duplicates)} more than once"
+    return ""
+
+
+_SERVER = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}")
+
+
+def onex_check_servers(value: object, question: str) -> str:
+    """Kafka ``bootstrap.servers``: comma-separated ``host:port`` (IPv6 in brackets)."""
+    servers = value.split(",") if isinstance(value, str) else []
+    if servers and all(
+        _SERVER.fullmatch(s.strip()) and 0 < int(s.strip().rpartition(":")[2]) < 65536
+        for s in servers
+    ):
+        return ""
+    return (
+        f"{question} must be a comma-separated list of host:port, "
+        f"e.g. omninode-bridge-redpanda:9092, got {value!r}"
+    )
+
+
+class OnexFilters(Extension):
+    """Registers the text and validator filters on Copier's Jinja environment."""
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        filters: dict[str, Callable[..., str]] = {
+            "py_str": text.py_str,
+            "yaml_str": text.yaml_str,
+            "toml_str": text.toml_str,
+            "md_text": text.md_text,
+            "hash_comment": text.hash_comment,
+            "one_line": text.one_line,
+            "onex_check": onex_check,
+            "onex_check_each": onex_check_each,
+            "onex_check_servers": onex_check_servers,
+        }
+        environment.filters.update(filters)

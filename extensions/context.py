@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeGuard
 
 from copier_template_extensions import ContextHook
 from jinja2 import Environment
@@ -31,6 +31,7 @@ from jinja2.ext import Extension
 _HERE = Path(__file__).resolve().parent
 NAMING_PATH = _HERE.parent / "template" / "{{package_name}}" / "runtime" / "naming.py"
 TEXT_PATH = _HERE / "text.py"
+ENVVARS_PATH = _HERE / "envvars.py"
 
 
 def _load(path: Path, label: str) -> ModuleType:
@@ -59,6 +60,7 @@ def _load(path: Path, label: str) -> ModuleType:
 
 naming = _load(NAMING_PATH, "naming")
 text = _load(TEXT_PATH, "text")
+envvars = _load(ENVVARS_PATH, "envvars")
 
 #: Outcome names of a node's own events (``naming.node_event_topic``).
 OUTCOMES = ("completed", "failed", "state_updated", "workflow_completed")
@@ -66,7 +68,7 @@ OUTCOMES = ("completed", "failed", "state_updated", "workflow_completed")
 _DEFAULT_PROTOCOLS = ("kafka", "http")
 
 
-def _valid(rule: str, value: object) -> bool:
+def _valid(value: object, rule: str) -> TypeGuard[str]:
     return isinstance(value, str) and naming.check(rule, value) == ""
 
 
@@ -88,20 +90,36 @@ def derive(answers: Mapping[str, Any]) -> dict[str, Any]:
             or (node_type == "reducer" and answers.get("state_backend") == "postgres")
         )
         out["uses_kafka"] = node_type != "compute" or bool(answers.get("event_bus_enabled", True))
-        if _valid("node_name", node_name):
+        out["env_vars"] = envvars.env_vars(answers)
+        if _valid(node_name, "node_name"):
             out["class_name"] = naming.class_name(node_name, node_type)
-    if _valid("service_name", service):
+            if _valid(service, "service_name"):
+                out["models"] = _models(naming.package_name(service), node_name, str(node_type))
+    if _valid(service, "service_name"):
         out["package_name"] = naming.package_name(service)
         out["module_name"] = naming.package_name(service)
-        if _valid("domain", domain):
+        if _valid(domain, "domain"):
             out["event_types"] = _event_types(domain, service)
-        if _valid("kafka_environment", env):
+        if _valid(env, "kafka_environment"):
             out["topics"] = _topics(env, service, answers.get("input_events"))
             if "event_types" in out and node_type in naming.NODE_TYPES:
                 out["published"], out["consumed"] = _traffic(
                     str(node_type), answers, out["topics"], out["event_types"]
                 )
     return out
+
+
+def _models(package: str, node_name: str, node_type: str) -> dict[str, str]:
+    """Import paths of the node's input/output (and reducer state) models."""
+    where = f"{package}.handlers"
+    models = {
+        "input": f"{where}:Model{node_name}Input",
+        "output": f"{where}:Model{node_name}Output",
+        "state": "",
+    }
+    if node_type == "reducer":
+        models["state"] = f"{where}:Model{node_name}State"
+    return models
 
 
 def _event_types(domain: str, service: str) -> dict[str, str]:
@@ -208,7 +226,7 @@ def _traffic(
     return published, consumed
 
 
-class ContextUpdater(ContextHook):  # type: ignore[misc]
+class ContextUpdater(ContextHook):
     """Adds the derived names to every render context (files, paths, questions)."""
 
     def hook(self, context: MutableMapping[str, Any]) -> None:
@@ -226,9 +244,7 @@ def onex_check(value: object, rule: str, question: str | None = None) -> str:
     return f"{question or rule} {problem} (rule '{rule}'), got {value!r}"
 
 
-def onex_check_each(
-    value: object, rule: str, question: str, *, allow_empty: bool = False
-) -> str:
+def onex_check_each(value: object, rule: str, question: str, *, allow_empty: bool = False) -> str:
     """Validate a list answer element-wise; also refuses duplicates and non-lists."""
     if not isinstance(value, list):
         return f"{question} must be a list, e.g. [a, b], got {value!r}"
@@ -244,7 +260,9 @@ def onex_check_each(
     return ""
 
 
-_SERVER = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}")
+_SERVER = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}"
+)
 
 
 def onex_check_servers(value: object, question: str) -> str:

@@ -1,0 +1,127 @@
+"""``onex-node new DIR``: create a node project from the template (``copier copy``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from onex_scaffold.render import AnswerError, RenderError, render_node
+
+NODE_TYPES = ("effect", "compute", "reducer", "orchestrator")
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "new",
+        help="create a node project from the ONEX template",
+        description=(
+            "Create an ONEX node project with Copier. Answers not given take the "
+            "template's defaults; the project can later be refreshed with "
+            "`copier update --trust`."
+        ),
+    )
+    parser.add_argument("directory", help="where to create the project (must be empty or new)")
+    parser.add_argument("--type", dest="node_type", required=True, choices=NODE_TYPES)
+    parser.add_argument("--name", dest="node_name", required=True, help="PascalCase core name")
+    parser.add_argument("--service", dest="service_name", required=True, help="DNS label")
+    parser.add_argument("--domain", required=True, help="lower-case identifier, e.g. database")
+    parser.add_argument("--description")
+    parser.add_argument("--version", dest="version")
+    parser.add_argument(
+        "--action", dest="actions", action="append", help="an action (repeat for several)"
+    )
+    parser.add_argument("--tag", dest="tags", action="append", help="a tag (repeat)")
+    parser.add_argument("--http-port", type=int)
+    parser.add_argument("--kafka-bootstrap-servers")
+    parser.add_argument("--kafka-environment")
+    effect = parser.add_argument_group("effect nodes")
+    effect.add_argument(
+        "--use-postgres", action="store_true", default=None, help="add a PostgreSQL pool"
+    )
+    compute = parser.add_argument_group("compute nodes")
+    compute.add_argument(
+        "--no-event-bus",
+        dest="event_bus_enabled",
+        action="store_false",
+        default=None,
+        help="HTTP/in-process only, no Kafka",
+    )
+    reducer = parser.add_argument_group("reducer nodes")
+    reducer.add_argument("--aggregation-window", dest="aggregation_window_s", type=float)
+    reducer.add_argument("--state-backend", choices=("sqlite", "postgres"))
+    reducer.add_argument(
+        "--input-event", dest="input_events", action="append", help="kebab-case event (repeat)"
+    )
+    orchestrator = parser.add_argument_group("orchestrator nodes")
+    orchestrator.add_argument(
+        "--workflow-step", dest="workflow_steps", action="append", help="step name (repeat)"
+    )
+    source = parser.add_argument_group("template source")
+    source.add_argument("--template", help="template folder or git URL (default: bundled)")
+    source.add_argument(
+        "--vcs-ref", help="template tag or commit; HEAD includes uncommitted template work"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    parser.set_defaults(func=run)
+
+
+_ANSWER_KEYS = (
+    "node_type",
+    "node_name",
+    "service_name",
+    "domain",
+    "description",
+    "version",
+    "actions",
+    "tags",
+    "http_port",
+    "kafka_bootstrap_servers",
+    "kafka_environment",
+    "use_postgres",
+    "event_bus_enabled",
+    "aggregation_window_s",
+    "state_backend",
+    "input_events",
+    "workflow_steps",
+)
+
+# Questions that only apply to one node type: refuse them elsewhere instead of
+# silently dropping them.
+_TYPE_OPTIONS = {
+    "use_postgres": ("effect", "--use-postgres"),
+    "event_bus_enabled": ("compute", "--no-event-bus"),
+    "aggregation_window_s": ("reducer", "--aggregation-window"),
+    "state_backend": ("reducer", "--state-backend"),
+    "input_events": ("reducer", "--input-event"),
+    "workflow_steps": ("orchestrator", "--workflow-step"),
+}
+
+
+def answers_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    data = {key: getattr(args, key) for key in _ANSWER_KEYS if getattr(args, key) is not None}
+    for key, (node_type, flag) in _TYPE_OPTIONS.items():
+        if key in data and data["node_type"] != node_type:
+            raise AnswerError(f"{flag} applies to {node_type} nodes only, not {data['node_type']}")
+    return data
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        data = answers_from_args(args)
+        node = render_node(
+            args.directory,
+            data,
+            template=args.template,
+            vcs_ref=args.vcs_ref,
+            quiet=args.quiet,
+        )
+    except AnswerError as error:
+        print(f"onex-node new: {error}", file=sys.stderr)
+        return 2
+    except RenderError as error:
+        print(f"onex-node new: {error}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print(f"created {node.path} (template {node.template_version or 'unversioned'})")
+    return 0

@@ -1,0 +1,788 @@
+"""Stage 4.5 of the generation pipeline: parsed PRD data in, an ONEX node out, via Copier.
+
+``stage_4_5_event_bus_integration`` fills the pipeline's Stage 4.5 slot and returns its
+``PipelineStage``; :func:`generate_node` is the same work for scripts (synchronous).
+
+How a run goes:
+
+1. ``parsed_data`` is mapped to Copier answers (:mod:`onex_scaffold.mapping`); every
+   problem is reported at once and nothing is written.
+2. A new node is rendered into a temporary folder *beside* ``output_directory`` (same
+   filesystem), checked (gates below), then renamed into place. Any failure removes it.
+3. If ``output_directory`` already holds a node from this template (``.copier-answers.yml``
+   with ``_src_path``), the node is *updated* instead: the folder is copied beside itself,
+   the copy gets a throw-away git repository, ``copier update`` (conflicts inline) runs
+   there, and only when every gate passes are the changed files moved into the real
+   folder. The real folder never sees a half-done update or a conflict marker. If it is
+   (inside) a git work tree, it must have no uncommitted changes under the node folder:
+   the template's changes are left uncommitted there for review with ``git diff``.
+   A folder that is not a git repository stays one without ``.git``.
+
+Gates (``gate_type`` blocking unless noted): input_validation, input_warnings (warning),
+output_location, template_available, template_source (warning), template_render,
+update_conflicts, required_files, generated_code_compiles, no_template_leftovers,
+answers_recorded, install.
+
+Default ``vcs_ref``: for a template that is a local git checkout (the default template in
+a source checkout), ``"HEAD"`` - the checkout as it is, including uncommitted changes, so
+the template always matches the ``naming.py`` this package loads from the same checkout.
+Copier records uncommitted work as a commit that exists only in its clone, so such a node
+cannot be updated later; the ``template_source`` warning gate says so. For any other
+template (a URL, a non-git folder) Copier's own default applies: the newest PEP 440 tag.
+
+Copier is not thread-safe: it changes the process working directory (plumbum's
+``local.cwd`` calls ``os.chdir``) while cloning and diffing. All Copier calls therefore
+hold one process-wide lock; everything else (mapping, copying, checks, moves) runs
+concurrently, and this module never depends on the working directory itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from onex_scaffold.mapping import InvalidParsedData, Problem, map_parsed_data, safe_repr
+
+STAGE_NAME: Final = "event_bus_integration"
+ANSWERS_FILE: Final = ".copier-answers.yml"
+
+GateStatus = Literal["pass", "fail", "warning", "skipped"]
+GateType = Literal["blocking", "warning"]
+StageStatus = Literal["pending", "running", "completed", "failed", "skipped"]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ValidationGate(BaseModel):
+    """One check of the stage, in the pipeline's shape."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gate_id: str
+    name: str
+    status: GateStatus
+    gate_type: GateType = "blocking"
+    message: str | None = None
+    duration_ms: int = 0
+    timestamp: datetime = Field(default_factory=_now)
+
+
+class PipelineStage(BaseModel):
+    """The pipeline's stage record: what ran, how long, which gates passed or failed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage_name: str = STAGE_NAME
+    status: StageStatus = "pending"
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    duration_ms: int | None = None
+    validation_gates: list[ValidationGate] = Field(default_factory=list)
+    error: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def failed_gates(self) -> list[ValidationGate]:
+        return [gate for gate in self.validation_gates if gate.status == "fail"]
+
+    @property
+    def warning_gates(self) -> list[ValidationGate]:
+        return [gate for gate in self.validation_gates if gate.status == "warning"]
+
+
+class StageFailed(RuntimeError):
+    """Raised by :func:`generate_node` with ``raise_on_failure=True``; ``stage`` has the gates."""
+
+    def __init__(self, stage: PipelineStage) -> None:
+        self.stage = stage
+        super().__init__(stage.error or "Stage 4.5 failed")
+
+
+class _GateFailed(Exception):
+    """A blocking gate failed; the stage stops with ``message`` as its error."""
+
+    def __init__(self, message: str, problems: list[Problem] | None = None) -> None:
+        self.problems = problems or []
+        super().__init__(message)
+
+
+# Copier changes the process cwd (see module docstring): one Copier call at a time.
+_COPIER_LOCK = threading.Lock()
+
+#: Files every generated node must have (relative; ``{package}`` is the package name).
+REQUIRED_FILES: Final = (
+    ANSWERS_FILE,
+    "pyproject.toml",
+    "start_node.py",
+    ".env.template",
+    "Dockerfile",
+    "compose.node.yaml",
+    "{package}/__init__.py",
+    "{package}/node.py",
+    "{package}/handlers.py",
+)
+
+#: Folders never copied when a node is staged for update (caches, virtualenvs, VCS).
+_COPY_IGNORE: Final = (
+    ".git",
+    ".venv",
+    "venv",
+    ".nox",
+    ".tox",
+    "node_modules",
+    "__pycache__",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+)
+
+# Throw-away commits in staging repositories must not depend on the user's git setup.
+_GIT_ENV: Final = {
+    "GIT_AUTHOR_NAME": "onex-scaffold",
+    "GIT_AUTHOR_EMAIL": "onex-scaffold@localhost",
+    "GIT_COMMITTER_NAME": "onex-scaffold",
+    "GIT_COMMITTER_EMAIL": "onex-scaffold@localhost",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+_MARKER_LINE: Final = re.compile(rb"^(<{7} |>{7} |={7}$)", re.MULTILINE)
+_JINJA_MARKERS: Final = ("{{", "{%")
+_JINJA_FRAGMENT: Final = re.compile(r"\{[{%][^\"'\\\n]*")
+
+
+def _git(cwd: Path, *args: str, check: bool = True) -> str:
+    env = {**os.environ, **_GIT_ENV}
+    result = subprocess.run(
+        ["git", "-c", "commit.gpgsign=false", "-c", "core.hooksPath=/dev/null", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise _GateFailed(
+            f"git {' '.join(args[:2])} failed in {cwd}: {result.stderr.strip() or result.stdout}"
+        )
+    return result.stdout
+
+
+# ---------------------------------------------------------------------------
+# Template source
+# ---------------------------------------------------------------------------
+
+_URL: Final = re.compile(r"^([a-z][a-z0-9+.-]*://|git@|gh:|gl:)", re.IGNORECASE)
+
+
+def _resolve_template(template: str | os.PathLike[str] | None) -> tuple[str, Path | None]:
+    """(source for Copier, local folder or None for URLs). Local paths are made absolute,
+    because Copier records the path as given and a relative one breaks later updates."""
+    if template is None:
+        from onex_scaffold.template_source import template_root
+
+        root = template_root()
+        return str(root), root
+    text = os.fspath(template)
+    if _URL.match(text):
+        return text, None
+    path = Path(text).expanduser().resolve()
+    return str(path), path
+
+
+def _git_toplevel(path: Path) -> Path | None:
+    result = subprocess.run(
+        ["git", "rev-parse", "--show-toplevel"],
+        cwd=path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        return None
+    return Path(result.stdout.strip()).resolve()
+
+
+def default_vcs_ref(template_dir: Path | None) -> str | None:
+    """``"HEAD"`` for a local git checkout, else ``None`` (Copier: newest PEP 440 tag)."""
+    if template_dir is not None and _git_toplevel(template_dir) == template_dir.resolve():
+        return "HEAD"
+    return None
+
+
+# ---------------------------------------------------------------------------
+# The job
+# ---------------------------------------------------------------------------
+
+
+class _Job:
+    def __init__(self) -> None:
+        self.gates: list[ValidationGate] = []
+        self.metadata: dict[str, Any] = {}
+
+    @contextmanager
+    def gate(
+        self, gate_id: str, name: str, gate_type: GateType = "blocking"
+    ) -> Iterator[list[str]]:
+        """Time a gate. The body appends notes; raising _GateFailed fails it (blocking
+        gates stop the stage). Notes on a warning gate make it ``warning``."""
+        notes: list[str] = []
+        started = time.perf_counter()
+        timestamp = _now()
+        try:
+            yield notes
+        except _GateFailed as failure:
+            self._record(gate_id, name, "fail", gate_type, str(failure), started, timestamp)
+            raise
+        status: GateStatus = "warning" if notes and gate_type == "warning" else "pass"
+        self._record(gate_id, name, status, gate_type, "; ".join(notes) or None, started, timestamp)
+
+    def skip(self, gate_id: str, name: str, reason: str, gate_type: GateType = "blocking") -> None:
+        self.gates.append(
+            ValidationGate(
+                gate_id=gate_id, name=name, status="skipped", gate_type=gate_type, message=reason
+            )
+        )
+
+    def _record(
+        self,
+        gate_id: str,
+        name: str,
+        status: GateStatus,
+        gate_type: GateType,
+        message: str | None,
+        started: float,
+        timestamp: datetime,
+    ) -> None:
+        self.gates.append(
+            ValidationGate(
+                gate_id=gate_id,
+                name=name,
+                status=status,
+                gate_type=gate_type,
+                message=message,
+                duration_ms=round((time.perf_counter() - started) * 1000),
+                timestamp=timestamp,
+            )
+        )
+
+
+def _recorded_answers(folder: Path) -> dict[str, Any]:
+    """The node's ``.copier-answers.yml`` as a dict ({} when absent or unreadable)."""
+    try:
+        data = yaml.safe_load((folder / ANSWERS_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _is_node_from_template(folder: Path) -> bool:
+    return isinstance(_recorded_answers(folder).get("_src_path"), str)
+
+
+def _relative_files(root: Path) -> list[str]:
+    files: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _COPY_IGNORE)
+        for filename in filenames:
+            files.append((Path(dirpath) / filename).relative_to(root).as_posix())
+    return sorted(files)
+
+
+def _free_text_fragments(answers: Mapping[str, Any]) -> list[str]:
+    """Pieces of user free text that legitimately contain ``{{``/``{%`` after rendering."""
+    fragments: set[str] = set()
+    for value in answers.values():
+        if isinstance(value, str) and any(marker in value for marker in _JINJA_MARKERS):
+            fragments.update(_JINJA_FRAGMENT.findall(value))
+    return sorted(fragments, key=len, reverse=True)
+
+
+def _check_rendered(
+    job: _Job, root: Path, answers: Mapping[str, Any], files: list[str]
+) -> None:
+    package = answers["package_name"]
+    with job.gate("G4", "required_files") as _notes:
+        missing = [
+            rel
+            for rel in (item.format(package=package) for item in REQUIRED_FILES)
+            if not (root / rel).is_file()
+        ]
+        if missing:
+            raise _GateFailed(f"the rendered node lacks {', '.join(missing)}")
+
+    with job.gate("G5", "generated_code_compiles") as notes:
+        errors: list[str] = []
+        compiled = 0
+        for rel in files:
+            if not rel.endswith(".py"):
+                continue
+            source = (root / rel).read_bytes()
+            try:
+                # compile() checks syntax like py_compile without writing .pyc files.
+                compile(source, rel, "exec", dont_inherit=True)
+                compiled += 1
+            except (SyntaxError, ValueError) as error:
+                errors.append(f"{rel}: {error}")
+        if errors:
+            raise _GateFailed("generated code does not compile: " + "; ".join(errors))
+        notes.append(f"{compiled} Python files compile")
+
+    with job.gate("G6", "no_template_leftovers") as _notes:
+        fragments = _free_text_fragments(answers)
+        leftovers: list[str] = []
+        for rel in files:
+            try:
+                text = (root / rel).read_text(encoding="utf-8")
+            except (UnicodeDecodeError, OSError):
+                continue
+            for fragment in fragments:
+                text = text.replace(fragment, "")
+            if any(marker in text for marker in _JINJA_MARKERS):
+                leftovers.append(rel)
+        if leftovers:
+            raise _GateFailed(
+                "unrendered Jinja ('{{' or '{%') left in " + ", ".join(leftovers)
+            )
+
+
+def _check_answers(
+    job: _Job, root: Path, answers: Mapping[str, Any], src: str
+) -> dict[str, Any]:
+    with job.gate("G7", "answers_recorded") as _notes:
+        try:
+            recorded = yaml.safe_load((root / ANSWERS_FILE).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+            raise _GateFailed(f"{ANSWERS_FILE} cannot be read: {error}") from error
+        if not isinstance(recorded, dict):
+            raise _GateFailed(f"{ANSWERS_FILE} is not a mapping")
+        wrong = [
+            key for key, value in _copier_data(answers).items() if recorded.get(key) != value
+        ]
+        if wrong:
+            raise _GateFailed(
+                f"{ANSWERS_FILE} does not hold the given answers for {', '.join(wrong)}; "
+                "every value the pipeline supplies must be a Copier question"
+            )
+        if recorded.get("_src_path") != src:
+            raise _GateFailed(
+                f"{ANSWERS_FILE} records _src_path {safe_repr(recorded.get('_src_path'))}, "
+                f"expected {src!r}"
+            )
+        return recorded
+
+
+def _run_copier(
+    action: Callable[[], Any], src: str, vcs_ref: str | None
+) -> list[str]:
+    """Run one Copier call under the lock; returns the text of warnings it emitted."""
+    from copier.errors import CopierError  # lazy: importing copier costs ~0.25 s
+    from plumbum import local
+
+    # Copier commits in its own temporary repositories during updates; give those commits
+    # an identity so they work without a user git config (CI, containers).
+    with _COPIER_LOCK, local.env(**_GIT_ENV), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            action()
+        except (CopierError, ValueError, OSError, subprocess.CalledProcessError) as error:
+            raise _GateFailed(
+                f"Copier failed rendering {src} at {vcs_ref or 'its newest tag'}: "
+                f"{type(error).__name__}: {error}"
+            ) from error
+        except Exception as error:
+            # plumbum's ProcessExecutionError (git) and Jinja errors have no common base.
+            raise _GateFailed(
+                f"Copier failed rendering {src}: {type(error).__name__}: {error}"
+            ) from error
+    return [str(item.message) for item in caught if "Dirty" in type(item.message).__name__]
+
+
+def _copier_data(answers: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in answers.items() if key != "package_name"}
+
+
+def _create(
+    job: _Job,
+    target: Path,
+    answers: dict[str, Any],
+    src: str,
+    vcs_ref: str | None,
+) -> tuple[Path, list[str], list[str]]:
+    """Render a new node beside ``target``; returns (staged folder, files, changed)."""
+    from copier import run_copy
+
+    staging_root = Path(tempfile.mkdtemp(prefix=f".{target.name}.onex-new-", dir=target.parent))
+    staged = staging_root / "node"
+    try:
+        with job.gate("G3", "template_render") as notes:
+            dirty = _run_copier(
+                lambda: run_copy(
+                    src,
+                    staged,
+                    data=_copier_data(answers),
+                    vcs_ref=vcs_ref,
+                    defaults=True,
+                    unsafe=True,
+                    quiet=True,
+                    overwrite=True,
+                    cleanup_on_error=True,
+                ),
+                src,
+                vcs_ref,
+            )
+            files = _relative_files(staged)
+            notes.append(f"rendered {len(files)} files")
+        job.metadata["template_dirty"] = bool(dirty)
+        job.skip("G3b", "update_conflicts", "new node: nothing to merge")
+        _check_rendered(job, staged, answers, files)
+        return staging_root, files, files
+    except BaseException:
+        shutil.rmtree(staging_root, ignore_errors=True)
+        raise
+
+
+def _point_answers_at(answers_file: Path, src: str) -> None:
+    """Make the staged node update from ``src`` (e.g. the template moved since the last run).
+
+    Copier updates from the recorded ``_src_path``; its old commit must exist in ``src``.
+    """
+    text = answers_file.read_text(encoding="utf-8")
+    recorded = yaml.safe_load(text)
+    if not isinstance(recorded, dict) or recorded.get("_src_path") == src:
+        return
+    recorded["_src_path"] = src
+    answers_file.write_text(
+        yaml.safe_dump(recorded, sort_keys=False, allow_unicode=True), encoding="utf-8"
+    )
+
+
+def _dirty_under(folder: Path) -> list[str]:
+    """Uncommitted paths under ``folder`` when it is in a git work tree, else []."""
+    if _git_toplevel(folder) is None:
+        return []
+    status = _git(folder, "status", "--porcelain", "--untracked-files=all", "--", ".")
+    return [line[3:] for line in status.splitlines() if line.strip()]
+
+
+def _update(
+    job: _Job,
+    target: Path,
+    answers: dict[str, Any],
+    src: str,
+    vcs_ref: str | None,
+) -> tuple[Path, list[str], list[str]]:
+    """Stage ``copier update`` on a copy; returns (staging root, files, changed files)."""
+    from copier import run_update
+
+    dirty = _dirty_under(target)
+    if dirty:
+        shown = ", ".join(dirty[:10]) + (" ..." if len(dirty) > 10 else "")
+        raise _GateFailed(
+            f"{target} has uncommitted changes ({shown}); commit or stash them first, "
+            "so the template's changes can be reviewed on their own with git diff"
+        )
+    staging_root = Path(
+        tempfile.mkdtemp(prefix=f".{target.name}.onex-update-", dir=target.parent)
+    )
+    staged = staging_root / "node"
+    try:
+        shutil.copytree(
+            target, staged, symlinks=True, ignore=shutil.ignore_patterns(*_COPY_IGNORE)
+        )
+        # A private repository: Copier's update needs a clean git work tree, and the
+        # user's own repository (if any) is never touched by the merge.
+        _point_answers_at(staged / ANSWERS_FILE, src)
+        _git(staged, "init", "-q")
+        _git(staged, "add", "-A")
+        _git(staged, "commit", "-q", "--no-verify", "--allow-empty", "-m", "before update")
+        with job.gate("G3", "template_render") as notes:
+            dirty_template = _run_copier(
+                lambda: run_update(
+                    staged,
+                    data=_copier_data(answers),
+                    vcs_ref=vcs_ref,
+                    defaults=True,
+                    unsafe=True,
+                    quiet=True,
+                    overwrite=True,
+                    conflict="inline",
+                    skip_answered=False,
+                ),
+                src,
+                vcs_ref,
+            )
+            notes.append("copier update ran")
+        job.metadata["template_dirty"] = bool(dirty_template)
+        with job.gate("G3b", "update_conflicts") as notes:
+            changed, conflicts = _staged_changes(staged)
+            if conflicts:
+                raise _GateFailed(
+                    "the update left conflicts to resolve by hand in "
+                    + ", ".join(conflicts)
+                    + "; the node folder was left as it was"
+                )
+            notes.append(f"{len(changed)} files changed")
+        shutil.rmtree(staged / ".git")
+        files = _relative_files(staged)
+        _check_rendered(job, staged, answers, files)
+        return staging_root, files, changed
+    except BaseException:
+        shutil.rmtree(staging_root, ignore_errors=True)
+        raise
+
+
+def _staged_changes(staged: Path) -> tuple[list[str], list[str]]:
+    """(changed paths, conflicting paths) in the staging repository after an update."""
+    status = _git(staged, "status", "--porcelain=v1", "-z", "--untracked-files=all")
+    changed: list[str] = []
+    conflicts: list[str] = []
+    entries = status.split("\0")
+    index = 0
+    while index < len(entries):
+        entry = entries[index]
+        index += 1
+        if not entry:
+            continue
+        code, path = entry[:2], entry[3:]
+        if code[0] in "RC":
+            index += 1  # the next field is the rename source
+        changed.append(path)
+        if "U" in code or code in ("AA", "DD") or path.endswith(".rej"):
+            conflicts.append(path)
+            continue
+        file = staged / path
+        if file.is_file() and _MARKER_LINE.search(file.read_bytes()):
+            markers = _MARKER_LINE.findall(file.read_bytes())
+            if any(m.startswith(b"<") for m in markers) and any(
+                m.startswith(b">") for m in markers
+            ):
+                conflicts.append(path)
+    return sorted(set(changed)), sorted(set(conflicts))
+
+
+def _install_new(staging_root: Path, target: Path) -> None:
+    """Rename the staged node to ``target`` (absent or an empty folder)."""
+    staged = staging_root / "node"
+    if target.exists():
+        target.rmdir()  # only an empty folder gets here; rmdir refuses anything else
+    os.rename(staged, target)
+    staging_root.rmdir()
+
+
+def _install_update(staging_root: Path, target: Path, changed: list[str]) -> None:
+    """Move changed files from the staged copy into ``target``; undo everything on error."""
+    staged = staging_root / "node"
+    backup = staging_root / "backup"
+    done: list[tuple[Path, Path | None]] = []  # (target file, its backup or None if new)
+    try:
+        for rel in changed:
+            source = staged / rel
+            destination = target / rel
+            saved: Path | None = None
+            if destination.exists() or destination.is_symlink():
+                saved = backup / rel
+                saved.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(destination, saved)
+            done.append((destination, saved))
+            if source.exists() or source.is_symlink():
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(source, destination)
+    except BaseException:
+        for destination, saved in reversed(done):
+            if destination.exists() or destination.is_symlink():
+                destination.unlink()
+            if saved is not None:
+                os.rename(saved, destination)
+        raise
+
+
+def _check_target(target: Path) -> Literal["create", "update"]:
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise _GateFailed(f"{target} exists and is not a folder; choose a folder path")
+    if not target.exists():
+        return "create"
+    if _is_node_from_template(target):
+        return "update"
+    if any(target.iterdir()):
+        raise _GateFailed(
+            f"{target} is not empty and holds no node from this template "
+            f"(no {ANSWERS_FILE} with _src_path); choose a new or empty folder"
+        )
+    return "create"
+
+
+def _outputs(target: Path, package: str) -> dict[str, str]:
+    return {
+        "main_file": str(target / package / "node.py"),
+        "startup_script": str(target / "start_node.py"),
+        "env_template": str(target / ".env.template"),
+        "dockerfile": str(target / "Dockerfile"),
+        "compose_fragment": str(target / "compose.node.yaml"),
+        "answers_file": str(target / ANSWERS_FILE),
+    }
+
+
+def _run(
+    generation_result: Mapping[str, Any] | None,
+    parsed_data: object,
+    output_directory: str | os.PathLike[str],
+    template: str | os.PathLike[str] | None,
+    vcs_ref: str | None,
+    extra_answers: Mapping[str, Any] | None,
+) -> tuple[PipelineStage, dict[str, Any]]:
+    """The whole stage, synchronously. Never raises for bad data or failed gates."""
+    stage = PipelineStage(status="running", start_time=_now())
+    started = time.perf_counter()
+    result: dict[str, Any] = dict(generation_result or {})
+    job = _Job()
+    try:
+        with job.gate("G1", "input_validation"):
+            try:
+                mapped = map_parsed_data(parsed_data, generation_result)
+            except InvalidParsedData as error:
+                raise _GateFailed(str(error), error.problems) from error
+        with job.gate("G1b", "input_warnings", "warning") as notes:
+            notes.extend(mapped.warnings)
+        answers = dict(mapped.answers)
+        if extra_answers:
+            answers.update(extra_answers)
+        from onex_scaffold.template_source import naming
+
+        answers["package_name"] = naming().package_name(answers["service_name"])
+
+        with job.gate("G2", "output_location") as notes:
+            target = Path(os.fspath(output_directory)).expanduser().absolute()
+            target = target.parent.resolve() / target.name
+            mode = _check_target(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            notes.append(f"{mode} {target}")
+        with job.gate("G2b", "template_available") as _notes:
+            if template is None and mode == "update":
+                # Update from where the node came from, not from whatever is default now.
+                template = _recorded_answers(target).get("_src_path")
+            src, template_dir = _resolve_template(template)
+            if template_dir is not None and not (template_dir / "copier.yml").is_file():
+                raise _GateFailed(f"no copier.yml in template folder {template_dir}")
+            ref = vcs_ref if vcs_ref is not None else default_vcs_ref(template_dir)
+        job.metadata.update(mode=mode, template=src, vcs_ref=ref, answers=_copier_data(answers))
+
+        work = _update if mode == "update" else _create
+        staging_root, files, changed = work(job, target, answers, src, ref)
+        try:
+            recorded = _check_answers(job, staging_root / "node", answers, src)
+            with job.gate("G8", "install") as notes:
+                if mode == "update":
+                    _install_update(staging_root, target, changed)
+                    notes.append(f"{len(changed)} files changed" if changed else "no change")
+                else:
+                    _install_new(staging_root, target)
+                    notes.append(f"moved into {target}")
+        finally:
+            shutil.rmtree(staging_root, ignore_errors=True)
+
+        with job.gate("G9", "template_source", "warning") as notes:
+            if job.metadata.get("template_dirty"):
+                notes.append(
+                    "the template had uncommitted changes: the node records a commit that "
+                    "exists only in Copier's clone, so it cannot be updated later; commit "
+                    "the template and generate again"
+                )
+            if not recorded.get("_commit"):
+                notes.append(
+                    "the template is not a git repository: the node cannot be updated "
+                    "with copier update; pass a git template (path or URL)"
+                )
+        package = answers["package_name"]
+        result.update(
+            _outputs(target, package),
+            output_path=str(target),
+            generated_files=files,
+            changed_files=changed,
+            node_name=naming().class_name(answers["node_name"], answers["node_type"]),
+            package_name=package,
+            service_name=answers["service_name"],
+            node_type=answers["node_type"],
+            template_version=recorded.get("_commit"),
+        )
+        job.metadata.update(changed_files=changed, template_version=recorded.get("_commit"))
+        stage.status = "completed"
+    except _GateFailed as failure:
+        stage.status = "failed"
+        stage.error = str(failure)
+        if failure.problems:
+            job.metadata["problems"] = [
+                {"field": p.field, "value": p.value, "rule": p.rule} for p in failure.problems
+            ]
+    except Exception as error:  # the pipeline treats Stage 4.5 failures as non-fatal
+        stage.status = "failed"
+        stage.error = f"unexpected {type(error).__name__}: {error}"
+    stage.validation_gates = job.gates
+    stage.metadata = job.metadata
+    stage.end_time = _now()
+    stage.duration_ms = round((time.perf_counter() - started) * 1000)
+    return stage, result
+
+
+async def stage_4_5_event_bus_integration(
+    generation_result: dict[str, Any],
+    parsed_data: dict[str, Any],
+    *,
+    output_directory: str | os.PathLike[str],
+    template: str | os.PathLike[str] | None = None,
+    vcs_ref: str | None = None,
+    extra_answers: Mapping[str, Any] | None = None,
+) -> tuple[PipelineStage, dict[str, Any]]:
+    """Generate (or update) the node described by ``parsed_data`` in ``output_directory``.
+
+    Returns the stage record and ``generation_result`` updated with the generated files,
+    ``main_file``, ``startup_script``, ``env_template``, ``dockerfile``,
+    ``compose_fragment``, ``answers_file``, ``node_name`` (the class) and
+    ``template_version``. Bad data never raises: the stage is ``failed`` with an
+    ``error`` and the failed gates. ``extra_answers`` passes further Copier answers
+    (e.g. ``{"use_postgres": True}``); Copier validates them.
+    """
+    # The whole job runs in one worker thread so that cancelling the caller never
+    # leaves a staging folder behind: cleanup happens in that thread.
+    return await asyncio.to_thread(
+        _run, generation_result, parsed_data, output_directory, template, vcs_ref, extra_answers
+    )
+
+
+def generate_node(
+    parsed_data: dict[str, Any],
+    output_directory: str | os.PathLike[str],
+    *,
+    generation_result: Mapping[str, Any] | None = None,
+    template: str | os.PathLike[str] | None = None,
+    vcs_ref: str | None = None,
+    extra_answers: Mapping[str, Any] | None = None,
+    raise_on_failure: bool = False,
+) -> tuple[PipelineStage, dict[str, Any]]:
+    """Synchronous :func:`stage_4_5_event_bus_integration` for scripts.
+
+    Safe to call from inside a running event loop (it starts none). With
+    ``raise_on_failure`` a failed stage raises :class:`StageFailed`.
+    """
+    stage, result = _run(
+        generation_result, parsed_data, output_directory, template, vcs_ref, extra_answers
+    )
+    if raise_on_failure and stage.status != "completed":
+        raise StageFailed(stage)
+    return stage, result

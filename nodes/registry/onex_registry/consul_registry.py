@@ -1,0 +1,416 @@
+"""Introspection event -> Consul agent registration, and the Consul client.
+
+Everything here up to ``ConsulAgent`` is pure: it turns an introspection event
+into exactly what the registry sends to Consul, so the mapping is unit-tested
+without a Consul. ``ConsulAgent`` is the blocking py-consul client; the
+reconciler calls it from worker threads, never from the event loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import consul
+import requests
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .runtime import naming
+from .runtime.events import ModelNodeIntrospectionEvent
+
+# ---------------------------------------------------------------------------
+# Consul's limits on service metadata (agent/structs: validateMetaPair).
+# ---------------------------------------------------------------------------
+META_MAX_PAIRS: Final = 64
+META_KEY_MAX_LEN: Final = 128
+META_VALUE_MAX_BYTES: Final = 512
+META_RESERVED_PREFIX: Final = "consul-"
+_META_KEY_BAD_CHARS: Final = re.compile(r"[^A-Za-z0-9_-]")
+
+#: Meta keys the registry owns; a node's own capability metadata goes under ``cap_``.
+MANAGED_BY_KEY: Final = "onex_managed_by"
+MANAGED_BY_VALUE: Final = "onex-registry"
+FINGERPRINT_KEY: Final = "onex_fingerprint"
+
+_DURATION: Final = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h))+")
+_DURATION_PART: Final = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration_seconds(value: str) -> float:
+    """Seconds in a Consul (Go) duration such as ``10s``, ``1m30s`` or ``500ms``."""
+    if not _DURATION.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a duration; write a number with a unit ms, s, m or h, e.g. 10s or 1m"
+        )
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(value))
+
+
+class RegistrySettings(BaseSettings):
+    """Registry settings from the environment (``REGISTRY_*`` and Consul's own variables)."""
+
+    model_config = SettingsConfigDict(env_prefix="REGISTRY_", extra="ignore")
+
+    consul_http_addr: str = Field(
+        default="http://127.0.0.1:8500",
+        validation_alias="CONSUL_HTTP_ADDR",
+        description="Consul agent HTTP address, as Consul's own CLI reads it",
+    )
+    consul_http_token: str | None = Field(default=None, validation_alias="CONSUL_HTTP_TOKEN")
+    check_interval: str = "5s"
+    check_timeout: str = "2s"
+    deregister_after: str = "1m"
+    #: How long after a node's last introspection or heartbeat it still counts as alive, so a
+    #: node that vanished is not re-registered forever after Consul reaped it.
+    node_ttl_s: float = Field(default=90.0, gt=0)
+    #: How often the agent's services are compared with the registry's view (Consul restarts).
+    reconcile_interval_s: float = Field(default=1.0, gt=0)
+    #: Worker threads for blocking Consul calls.
+    consul_concurrency: int = Field(default=16, ge=1, le=128)
+    consul_timeout_s: float = Field(default=5.0, gt=0)
+    retry_base_s: float = Field(default=0.2, gt=0)
+    retry_max_s: float = Field(default=10.0, gt=0)
+    #: Probe the node's health endpoint once before registering, so the check starts with its
+    #: real status instead of waiting up to one interval for Consul's first run.
+    initial_probe: bool = True
+    probe_timeout_s: float = Field(default=1.0, gt=0)
+    #: TTL of the heartbeat-fed check given to nodes that announce no health endpoint.
+    heartbeat_ttl: str = "90s"
+
+    @field_validator("check_interval", "check_timeout", "heartbeat_ttl")
+    @classmethod
+    def _is_duration(cls, value: str) -> str:
+        duration_seconds(value)
+        return value
+
+    @field_validator("deregister_after")
+    @classmethod
+    def _deregister_floor(cls, value: str) -> str:
+        # Consul silently raises anything lower to one minute; refuse it so the setting says
+        # what really happens.
+        if duration_seconds(value) < 60:
+            raise ValueError(
+                f"REGISTRY_DEREGISTER_AFTER={value!r} is below Consul's 1m floor; use 1m or more"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _timeout_below_interval(self) -> RegistrySettings:
+        if duration_seconds(self.check_timeout) > duration_seconds(self.check_interval):
+            raise ValueError(
+                f"REGISTRY_CHECK_TIMEOUT={self.check_timeout} exceeds "
+                f"REGISTRY_CHECK_INTERVAL={self.check_interval}; make the timeout shorter"
+            )
+        return self
+
+    def consul_endpoint(self) -> tuple[str, str, int]:
+        """(scheme, host, port) of ``CONSUL_HTTP_ADDR``; a bare ``host:port`` means http."""
+        return parse_consul_addr(self.consul_http_addr)
+
+
+def parse_consul_addr(addr: str) -> tuple[str, str, int]:
+    raw = addr if "://" in addr else f"http://{addr}"
+    parsed = urllib.parse.urlsplit(raw)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(
+            f"CONSUL_HTTP_ADDR={addr!r} is not an address; use host:port or http://host:port"
+        )
+    port = parsed.port or (443 if parsed.scheme == "https" else 8500)
+    return parsed.scheme, parsed.hostname, port
+
+
+# ---------------------------------------------------------------------------
+# The mapping
+# ---------------------------------------------------------------------------
+
+
+def meta_key(raw: str) -> str:
+    """A Consul-safe meta key: [A-Za-z0-9_-], at most 128 characters, never ``consul-``."""
+    key = _META_KEY_BAD_CHARS.sub("_", raw)[:META_KEY_MAX_LEN]
+    if key.lower().startswith(META_RESERVED_PREFIX):
+        key = ("x-" + key)[:META_KEY_MAX_LEN]
+    return key or "_"
+
+
+def meta_value(raw: str) -> str:
+    """At most 512 bytes of UTF-8 (Consul counts bytes), cut on a character boundary."""
+    data = raw.encode()
+    if len(data) <= META_VALUE_MAX_BYTES:
+        return raw
+    marker = "…"
+    budget = META_VALUE_MAX_BYTES - len(marker.encode())
+    return data[:budget].decode(errors="ignore") + marker
+
+
+def build_meta(event: ModelNodeIntrospectionEvent, kv_key: str) -> dict[str, str]:
+    """Service meta within Consul's budget; the full manifest lives in KV at ``kv_key``."""
+    meta: dict[str, str] = {
+        MANAGED_BY_KEY: MANAGED_BY_VALUE,
+        "node_id": str(event.node_id),
+        "node_name": event.node_name,
+        "node_type": event.node_type,
+        "service_name": event.service_name,
+        "version": event.version,
+        "domain": event.domain,
+        "instance_id": event.instance_id,
+        "manifest_key": kv_key,
+    }
+    if event.description:
+        meta["description"] = event.description
+    if event.capabilities.actions:
+        meta["actions"] = ",".join(event.capabilities.actions)
+    if event.capabilities.protocols:
+        meta["protocols"] = ",".join(event.capabilities.protocols)
+    if event.health_endpoint:
+        meta["health_endpoint"] = event.health_endpoint
+    # Keep one slot for the fingerprint added by ``build_registration``.
+    budget = META_MAX_PAIRS - 1
+    for name, value in sorted(event.capabilities.metadata.items()):
+        if len(meta) >= budget:
+            break
+        key = meta_key(f"cap_{name}")
+        meta.setdefault(key, value)
+    return {meta_key(k): meta_value(v) for k, v in meta.items()}
+
+
+def build_tags(event: ModelNodeIntrospectionEvent) -> list[str]:
+    """node_type, domain, then the node's own tags that are valid tags, without repeats."""
+    tags: list[str] = []
+    for tag in (event.node_type, event.domain, *event.tags):
+        if tag not in tags and not naming.check("tag", tag):
+            tags.append(tag)
+    return tags
+
+
+class HealthEndpointError(ValueError):
+    """The introspection event's health endpoint is not a usable http(s) URL."""
+
+
+def parse_health_endpoint(url: str) -> tuple[str, int]:
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise HealthEndpointError(
+            f"health_endpoint {url!r} is not an http(s) URL with a host, e.g. "
+            "http://127.0.0.1:8000/health; fix SERVICE_HOST/SERVICE_PORT of that node"
+        )
+    try:
+        port = parsed.port
+    except ValueError as error:
+        raise HealthEndpointError(f"health_endpoint {url!r} has a bad port: {error}") from error
+    return parsed.hostname, port or (443 if parsed.scheme == "https" else 80)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One node's Consul registration and KV manifest, ready to send."""
+
+    node_id: str
+    service_id: str
+    name: str
+    address: str | None
+    port: int | None
+    tags: tuple[str, ...]
+    meta: dict[str, str] = field(hash=False)
+    check: dict[str, Any] = field(hash=False)
+    check_id: str
+    kv_key: str
+    manifest: str
+    health_endpoint: str | None
+    fingerprint: str
+
+    @property
+    def uses_http_check(self) -> bool:
+        return self.health_endpoint is not None
+
+
+def build_registration(
+    event: ModelNodeIntrospectionEvent, settings: RegistrySettings
+) -> Registration:
+    """The exact registration for ``event``: same event, same registration, same ID."""
+    service_id = naming.consul_service_id(event.service_name, event.node_id)
+    kv_key = naming.consul_kv_key(event.node_id)
+    check_id = f"{service_id}:health"
+    address: str | None = None
+    port: int | None = None
+    check: dict[str, Any]
+    if event.health_endpoint:
+        address, port = parse_health_endpoint(event.health_endpoint)
+        check = {
+            "CheckID": check_id,
+            "Name": f"{event.service_name} /health",
+            "HTTP": event.health_endpoint,
+            "Method": "GET",
+            "Interval": settings.check_interval,
+            "Timeout": settings.check_timeout,
+            "DeregisterCriticalServiceAfter": settings.deregister_after,
+        }
+    else:
+        # No endpoint to poll: heartbeats feed a TTL check, so silence turns it critical.
+        check = {
+            "CheckID": check_id,
+            "Name": f"{event.service_name} heartbeat",
+            "TTL": settings.heartbeat_ttl,
+            "DeregisterCriticalServiceAfter": settings.deregister_after,
+        }
+    meta = build_meta(event, kv_key)
+    tags = tuple(build_tags(event))
+    # The correlation_id differs per announcement; leaving it out keeps a re-announcement of an
+    # unchanged node a no-op for Consul.
+    manifest = event.model_dump_json(exclude={"correlation_id"})
+    digest = hashlib.sha256(
+        json.dumps(
+            [service_id, event.service_name, address, port, tags, meta, check, manifest],
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:16]
+    meta[FINGERPRINT_KEY] = digest
+    return Registration(
+        node_id=str(event.node_id),
+        service_id=service_id,
+        name=event.service_name,
+        address=address,
+        port=port,
+        tags=tags,
+        meta=meta,
+        check=check,
+        check_id=check_id,
+        kv_key=kv_key,
+        manifest=manifest,
+        health_endpoint=event.health_endpoint,
+        fingerprint=digest,
+    )
+
+
+def probe_health(url: str, timeout_s: float) -> bool:
+    """One GET of the node's health endpoint (blocking): True on a 2xx answer."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return 200 <= int(response.status) < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+# ---------------------------------------------------------------------------
+# The blocking client
+# ---------------------------------------------------------------------------
+
+
+class ConsulUnavailableError(RuntimeError):
+    """The Consul agent could not be reached or refused a request; the call is retried."""
+
+
+@dataclass(frozen=True)
+class AgentSnapshot:
+    """What the local agent holds now: managed services' fingerprints and check states."""
+
+    fingerprints: dict[str, str]  # service_id -> fingerprint (managed services only)
+    check_status: dict[str, str]  # service_id -> passing|warning|critical
+
+
+class ConsulAgent:
+    """py-consul calls the registry needs. Blocking: call from worker threads only.
+
+    One py-consul client (one ``requests`` session) per thread, since sessions are not
+    meant to be shared between threads.
+    """
+
+    def __init__(self, settings: RegistrySettings) -> None:
+        self._settings = settings
+        self._local = threading.local()
+
+    def _client(self) -> consul.Consul:
+        client: consul.Consul | None = getattr(self._local, "client", None)
+        if client is None:
+            scheme, host, port = self._settings.consul_endpoint()
+            client = consul.Consul(
+                host=host, port=port, scheme=scheme, token=self._settings.consul_http_token
+            )
+            client.http.connections_timeout = self._settings.consul_timeout_s
+            self._local.client = client
+        return client
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (requests.RequestException, consul.ConsulException) as error:
+            raise ConsulUnavailableError(
+                f"Consul {what} failed at {self._settings.consul_http_addr}: {error}"
+            ) from error
+
+    def snapshot(self) -> AgentSnapshot:
+        client = self._client()
+        services: dict[str, Any] = self._call("list services", client.agent.services)
+        checks: dict[str, Any] = self._call("list checks", client.agent.checks)
+        fingerprints = {
+            sid: str((svc.get("Meta") or {}).get(FINGERPRINT_KEY, ""))
+            for sid, svc in services.items()
+            if (svc.get("Meta") or {}).get(MANAGED_BY_KEY) == MANAGED_BY_VALUE
+        }
+        status: dict[str, str] = {}
+        for check in checks.values():
+            sid = check.get("ServiceID") or ""
+            if sid in fingerprints:
+                status[sid] = _worst(status.get(sid), str(check.get("Status", "")))
+        return AgentSnapshot(fingerprints=fingerprints, check_status=status)
+
+    def register(self, registration: Registration, initial_status: str | None) -> None:
+        client = self._client()
+        check = dict(registration.check)
+        if initial_status is not None:
+            check["Status"] = initial_status
+        self._call(
+            f"register {registration.service_id}",
+            client.agent.service.register,
+            registration.name,
+            service_id=registration.service_id,
+            address=registration.address,
+            port=registration.port,
+            tags=list(registration.tags),
+            meta=registration.meta,
+            check=check,
+            replace_existing_checks=True,
+        )
+        self._call(
+            f"write {registration.kv_key}",
+            client.kv.put,
+            registration.kv_key,
+            registration.manifest,
+        )
+
+    def deregister(self, service_id: str, kv_key: str) -> None:
+        client = self._client()
+        try:
+            client.agent.service.deregister(service_id)
+        except consul.NotFound:
+            pass  # already gone (Consul reaped it, or it restarted): the goal is reached
+        except (requests.RequestException, consul.ConsulException) as error:
+            raise ConsulUnavailableError(
+                f"Consul deregister {service_id} failed at {self._settings.consul_http_addr}: "
+                f"{error}"
+            ) from error
+        self._call(f"delete {kv_key}", client.kv.delete, kv_key)
+
+    def ttl_update(self, check_id: str, status: str, note: str) -> None:
+        client = self._client()
+        fn = {
+            "passing": client.agent.check.ttl_pass,
+            "warning": client.agent.check.ttl_warn,
+        }.get(status, client.agent.check.ttl_fail)
+        self._call(f"update check {check_id}", fn, check_id, notes=note)
+
+
+_SEVERITY: Final = {"passing": 0, "warning": 1, "critical": 2}
+
+
+def _worst(current: str | None, new: str) -> str:
+    if current is None:
+        return new
+    return new if _SEVERITY.get(new, 2) > _SEVERITY.get(current, 2) else current

@@ -1,0 +1,370 @@
+"""The registry's view of live nodes, and the loop that makes Consul match it.
+
+Level-triggered on purpose: events only change the view (``RegistryView``); the
+``Reconciler`` compares the view with what the Consul agent holds and sends the
+difference. So the same event twice is one registration, a Consul agent that
+lost its state is refilled on the next comparison, and a call that failed
+because Consul was down is simply still in the difference next time: nothing is
+dropped, and retries back off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Final
+
+from .consul_registry import (
+    AgentSnapshot,
+    ConsulAgent,
+    ConsulUnavailableError,
+    Registration,
+    RegistrySettings,
+    duration_seconds,
+    probe_health,
+)
+
+log = logging.getLogger(__name__)
+
+#: Heartbeat status -> Consul check status (for TTL checks fed by heartbeats).
+HEARTBEAT_TO_CHECK: Final = {"healthy": "passing", "degraded": "warning", "unhealthy": "critical"}
+
+
+@dataclass
+class NodeRecord:
+    registration: Registration
+    announced_at: float  # the introspection envelope's timestamp (epoch seconds)
+    last_seen: float  # when the registry last heard from the node (epoch seconds)
+    #: Set when Consul removed the service after its check stayed critical: the node is dead,
+    #: so it is not re-registered until it shows a new sign of life.
+    reaped_at: float | None = None
+    pending_ttl: tuple[str, str] | None = None  # (check status, note) for TTL checks
+
+
+@dataclass(frozen=True)
+class Removal:
+    node_id: str
+    service_id: str
+    kv_key: str
+    requested_at: float  # when the node left (event time)
+
+
+@dataclass
+class _Backoff:
+    attempts: int = 0
+    next_try: float = 0.0
+
+
+@dataclass
+class Plan:
+    register: list[Registration] = field(default_factory=list)
+    remove: list[Removal] = field(default_factory=list)
+    #: (service_id, check_id, status, note) for TTL checks fed by heartbeats
+    ttl: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.register or self.remove or self.ttl)
+
+
+class RegistryView:
+    """Desired state: which nodes should be in Consul, and which must leave it. Pure."""
+
+    def __init__(self, settings: RegistrySettings) -> None:
+        self._settings = settings
+        self.records: dict[str, NodeRecord] = {}
+        self.removals: dict[str, Removal] = {}
+        #: Last known agent state, from snapshots and our own successful calls.
+        self.observed: dict[str, str] = {}
+        self.observed_status: dict[str, str] = {}
+        self._backoff: dict[str, _Backoff] = {}
+        #: service_id -> first snapshot time its check was seen critical (continuously since).
+        self._critical_since: dict[str, float] = {}
+
+    # -- events -------------------------------------------------------------
+
+    def introspection(self, registration: Registration, announced_at: float, now: float) -> None:
+        node_id = registration.node_id
+        previous = self.records.get(node_id)
+        if previous is not None and previous.announced_at > announced_at:
+            previous.last_seen = max(previous.last_seen, now)
+            return  # an older announcement arriving late changes nothing but liveness
+        removal = self.removals.get(node_id)
+        if removal is not None:
+            if removal.requested_at > announced_at:
+                return  # announced before it shut down: stays removed
+            if removal.service_id == registration.service_id:
+                del self.removals[node_id]  # a new life under the same ID: register instead
+        if previous is not None and previous.registration.service_id != registration.service_id:
+            self._remove(previous.registration, announced_at)
+        self.records[node_id] = NodeRecord(registration, announced_at=announced_at, last_seen=now)
+        self._backoff.pop(registration.service_id, None)
+
+    def heartbeat(self, node_id: str, status: str, note: str, now: float) -> bool:
+        """Record a sign of life; False when the node is unknown (ask it to announce)."""
+        record = self.records.get(node_id)
+        if record is None:
+            return False
+        record.last_seen = now
+        record.reaped_at = None
+        if not record.registration.uses_http_check:
+            record.pending_ttl = (HEARTBEAT_TO_CHECK.get(status, "critical"), note)
+        return True
+
+    def shutdown(self, node_id: str, sent_at: float) -> bool:
+        """A node said goodbye at ``sent_at``; ignored if it announced itself again since."""
+        record = self.records.get(node_id)
+        if record is None or record.announced_at > sent_at:
+            return False
+        del self.records[node_id]
+        self._remove(record.registration, sent_at)
+        return True
+
+    def tombstone(self, node_id: str, written_at: float) -> bool:
+        """The compacted topic's latest word on ``node_id`` is 'gone' (a tombstone written at
+        ``written_at``): it follows every announcement before it in the same partition."""
+        record = self.records.pop(node_id, None)
+        if record is None:
+            return False
+        self._remove(record.registration, max(written_at, record.announced_at))
+        return True
+
+    def _remove(self, registration: Registration, at: float) -> None:
+        """Owe Consul a deregistration; ``at`` is when the node left (event time)."""
+        self.removals[registration.node_id] = Removal(
+            registration.node_id, registration.service_id, registration.kv_key, at
+        )
+        self._backoff.pop(registration.service_id, None)
+
+    # -- Consul state ---------------------------------------------------------
+
+    def observe(self, snapshot: AgentSnapshot, now: float) -> list[str]:
+        """Take the agent's state; return the node_ids Consul reaped since last time.
+
+        A service that vanished after its check was seen critical for the whole
+        DeregisterCriticalServiceAfter was removed by Consul on purpose (its node is dead);
+        one that vanished otherwise was lost (agent restart) and is registered again.
+        """
+        reap_after = duration_seconds(self._settings.deregister_after)
+        reaped: list[str] = []
+        for node_id, record in self.records.items():
+            sid = record.registration.service_id
+            since = self._critical_since.get(sid)
+            if (
+                sid not in snapshot.fingerprints
+                and since is not None
+                and now - since >= reap_after
+                and record.reaped_at is None
+            ):
+                record.reaped_at = now
+                reaped.append(node_id)
+        self.observed = dict(snapshot.fingerprints)
+        self.observed_status = dict(snapshot.check_status)
+        self._critical_since = {
+            sid: self._critical_since.get(sid, now)
+            for sid, status in snapshot.check_status.items()
+            if status == "critical"
+        }
+        return reaped
+
+    def is_live(self, record: NodeRecord, now: float) -> bool:
+        return record.reaped_at is None and now - record.last_seen <= self._settings.node_ttl_s
+
+    def plan(self, now: float) -> Plan:
+        plan = Plan()
+        for record in self.records.values():
+            reg = record.registration
+            if not self._due(reg.service_id, now):
+                continue
+            if self.observed.get(reg.service_id) != reg.fingerprint:
+                if self.is_live(record, now):
+                    plan.register.append(reg)
+            elif record.pending_ttl is not None:
+                status, note = record.pending_ttl
+                plan.ttl.append((reg.service_id, reg.check_id, status, note))
+        plan.remove = [r for r in self.removals.values() if self._due(r.service_id, now)]
+        return plan
+
+    def _due(self, key: str, now: float) -> bool:
+        backoff = self._backoff.get(key)
+        return backoff is None or backoff.next_try <= now
+
+    # -- outcomes -------------------------------------------------------------
+
+    def registered(self, registration: Registration, status: str) -> None:
+        self.observed[registration.service_id] = registration.fingerprint
+        self.observed_status[registration.service_id] = status
+        self._backoff.pop(registration.service_id, None)
+
+    def removed(self, removal: Removal) -> None:
+        current = self.removals.get(removal.node_id)
+        if current == removal:
+            del self.removals[removal.node_id]
+        self.observed.pop(removal.service_id, None)
+        self.observed_status.pop(removal.service_id, None)
+        self._backoff.pop(removal.service_id, None)
+
+    def ttl_sent(self, check_id: str, status: str) -> None:
+        for record in self.records.values():
+            if record.registration.check_id == check_id:
+                record.pending_ttl = None
+                self.observed_status[record.registration.service_id] = status
+
+    def failed(self, key: str, now: float) -> float:
+        """Back off ``key`` (a service ID) exponentially; returns the delay chosen."""
+        backoff = self._backoff.setdefault(key, _Backoff())
+        backoff.attempts += 1
+        delay = retry_delay(backoff.attempts, self._settings)
+        backoff.next_try = now + delay
+        return delay
+
+    def pending(self) -> int:
+        """Calls still owed to Consul (for readiness and tests)."""
+        return len(self.plan(math.inf).register) + len(self.removals)
+
+
+def retry_delay(attempts: int, settings: RegistrySettings) -> float:
+    """Exponential backoff: base, 2x base, 4x base ... capped at ``retry_max_s``."""
+    exponent = min(max(attempts - 1, 0), 30)
+    return float(min(settings.retry_base_s * (2**exponent), settings.retry_max_s))
+
+
+@dataclass
+class ReconcilerStats:
+    registrations: int = 0
+    deregistrations: int = 0
+    failures: int = 0
+    consul_reachable: bool = False
+    last_error: str = ""
+
+
+class Reconciler:
+    """Runs the view against the Consul agent until cancelled."""
+
+    def __init__(
+        self,
+        view: RegistryView,
+        agent: ConsulAgent,
+        settings: RegistrySettings,
+        clock: Callable[[], float],
+    ) -> None:
+        self.view = view
+        self._agent = agent
+        self._settings = settings
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._executor = ThreadPoolExecutor(
+            max_workers=settings.consul_concurrency, thread_name_prefix="consul"
+        )
+        self.stats = ReconcilerStats()
+        self._snapshot_failures = 0
+        self.snapshot_taken = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _in_thread(self, fn: Callable[[], object]) -> object:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    async def run(self) -> None:
+        last_snapshot = -math.inf
+        try:
+            while True:
+                now = self._clock()
+                if now - last_snapshot >= self._settings.reconcile_interval_s:
+                    if not await self._take_snapshot():
+                        await self._sleep(retry_delay(self._snapshot_failures, self._settings))
+                        continue
+                    last_snapshot = self._clock()
+                plan = self.view.plan(self._clock())
+                if plan:
+                    await self._execute(plan)
+                    continue  # more may have arrived meanwhile
+                await self._sleep(self._settings.reconcile_interval_s)
+        finally:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        self._wake.clear()
+
+    async def _take_snapshot(self) -> bool:
+        try:
+            snapshot = await self._in_thread(self._agent.snapshot)
+        except ConsulUnavailableError as error:
+            self._snapshot_failures += 1
+            self._unreachable(str(error))
+            return False
+        assert isinstance(snapshot, AgentSnapshot)
+        self._snapshot_failures = 0
+        self.stats.consul_reachable = True
+        reaped = self.view.observe(snapshot, self._clock())
+        for node_id in reaped:
+            log.info("Consul removed node %s after its check stayed critical", node_id)
+        self.snapshot_taken.set()
+        return True
+
+    def _unreachable(self, error: str) -> None:
+        if self.stats.consul_reachable or error != self.stats.last_error:
+            log.warning("%s; retrying with backoff, nothing is dropped", error)
+        self.stats.consul_reachable = False
+        self.stats.last_error = error
+        self.stats.failures += 1
+
+    async def _execute(self, plan: Plan) -> None:
+        jobs = [self._register(reg) for reg in plan.register]
+        jobs += [self._remove(removal) for removal in plan.remove]
+        jobs += [self._ttl(*item) for item in plan.ttl]
+        await asyncio.gather(*jobs)
+
+    async def _register(self, registration: Registration) -> None:
+        settings = self._settings
+
+        def call() -> str:
+            if registration.health_endpoint is None:
+                status = "passing"  # it has just announced itself; heartbeats keep it so
+            elif settings.initial_probe:
+                healthy = probe_health(registration.health_endpoint, settings.probe_timeout_s)
+                status = "passing" if healthy else "critical"
+            else:
+                status = "critical"  # Consul's own default until the first check runs
+            self._agent.register(registration, status)
+            return status
+
+        try:
+            status = await self._in_thread(call)
+        except ConsulUnavailableError as error:
+            delay = self.view.failed(registration.service_id, self._clock())
+            self._unreachable(f"{error} (retry in {delay:.1f}s)")
+            return
+        assert isinstance(status, str)
+        self.view.registered(registration, status)
+        self.stats.registrations += 1
+        log.info("registered %s (%s)", registration.service_id, status)
+
+    async def _remove(self, removal: Removal) -> None:
+        try:
+            await self._in_thread(
+                lambda: self._agent.deregister(removal.service_id, removal.kv_key)
+            )
+        except ConsulUnavailableError as error:
+            delay = self.view.failed(removal.service_id, self._clock())
+            self._unreachable(f"{error} (retry in {delay:.1f}s)")
+            return
+        self.view.removed(removal)
+        self.stats.deregistrations += 1
+        log.info("deregistered %s", removal.service_id)
+
+    async def _ttl(self, service_id: str, check_id: str, status: str, note: str) -> None:
+        try:
+            await self._in_thread(lambda: self._agent.ttl_update(check_id, status, note))
+        except ConsulUnavailableError as error:
+            delay = self.view.failed(service_id, self._clock())
+            self._unreachable(f"{error} (retry in {delay:.1f}s)")
+            return
+        self.view.ttl_sent(check_id, status)

@@ -1,0 +1,170 @@
+"""A real Consul agent in -dev mode on loopback.
+
+The binary comes from `CONSUL_BIN`, else `consul` on PATH, else the cache, else it is built once
+from source through the Go module proxy with the wrapper module in resources/consul. Consul
+1.14.11 is MPL-2.0 and, unlike 1.15/1.16, needs neither `github.com/hashicorp/consul/
+envoyextensions` nor `.../troubleshoot`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from onex_scaffold.devstack import tools
+from onex_scaffold.devstack.base import LaunchPlan, Service, StartContext
+from onex_scaffold.devstack.errors import MissingToolError, ServiceStartError
+from onex_scaffold.devstack.ports import choose_port
+from onex_scaffold.devstack.state import ServiceRecord
+
+CONSUL_VERSION = "1.14.11"
+CONSUL_MODULE = "github.com/hashicorp/consul"
+CONSUL_VAR = "CONSUL_HTTP_ADDR"
+# Modules that must never enter the build (not open-source licensed as served).
+FORBIDDEN_MODULES = (
+    "github.com/hashicorp/consul/envoyextensions",
+    "github.com/hashicorp/consul/troubleshoot",
+)
+
+
+def consul_http_url(address: str) -> str:
+    """CONSUL_HTTP_ADDR ('127.0.0.1:8500' or 'http://...') -> base URL."""
+    return address if "://" in address else f"http://{address}"
+
+
+def probe_consul(address: str) -> str | None:
+    """None when the agent at `address` reports a raft leader."""
+    url = consul_http_url(address).rstrip("/") + "/v1/status/leader"
+    try:
+        with urllib.request.urlopen(url, timeout=2.0) as response:
+            leader = json.loads(response.read() or b'""')
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        return f"GET {url} failed: {error}"
+    if not leader:
+        return f"GET {url}: no leader yet"
+    return None
+
+
+def cached_binary() -> Path:
+    return tools.cache_dir("consul", CONSUL_VERSION, "consul")
+
+
+def find_consul() -> Path | None:
+    """CONSUL_BIN, then `consul` on PATH, then the cached build."""
+    explicit = os.environ.get("CONSUL_BIN")
+    if explicit:
+        path = Path(explicit)
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise MissingToolError(f"CONSUL_BIN={explicit} is not an executable file; fix or unset it")
+        return path
+    on_path = shutil.which("consul")
+    if on_path:
+        return Path(on_path)
+    cached = cached_binary()
+    return cached if cached.is_file() else None
+
+
+def build_consul(log_path: Path, log: Callable[[str], None] | None = None) -> Path:
+    """Build Consul from source into the cache (several minutes the first time)."""
+    go = tools.require(
+        "go",
+        "install Go 1.24+ to build Consul once, or point CONSUL_BIN at a consul binary",
+    )
+    target = cached_binary()
+    work = target.parent / "build"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    for name in ("go.mod", "go.sum"):
+        shutil.copy(tools.RESOURCES / "consul" / name, work / name)
+    env = dict(os.environ, GOFLAGS="-mod=mod", CGO_ENABLED="0")
+    if log is not None:
+        log(f"consul: building Consul {CONSUL_VERSION} from source (first time only; minutes)")
+    started = time.monotonic()
+    with log_path.open("w") as out:
+        result = subprocess.run(
+            [go, "build", "-p", str(os.cpu_count() or 2), "-trimpath", "-ldflags=-s -w",
+             "-o", str(work / "consul"), CONSUL_MODULE],
+            cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT, check=False,
+        )  # fmt: skip
+        out.write(f"build took {time.monotonic() - started:.0f} s, exit {result.returncode}\n")
+    if result.returncode != 0:
+        raise ServiceStartError(
+            f"consul: building {CONSUL_MODULE}@v{CONSUL_VERSION} failed "
+            f"(exit {result.returncode}); see {log_path}"
+        )
+    os.replace(work / "consul", target)
+    shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def binary_version(binary: Path) -> str:
+    """'1.14.11' from `consul version`."""
+    out = subprocess.run(
+        [str(binary), "version"], capture_output=True, text=True, timeout=30, check=False
+    )
+    match = re.search(r"Consul v(\S+)", out.stdout)
+    return match.group(1) if match else "unknown"
+
+
+class ConsulService(Service):
+    """`consul agent -dev` on loopback; in memory, so it forgets everything when it stops."""
+
+    name = "consul"
+    external_var = CONSUL_VAR
+    start_timeout_s = 60.0
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port
+        self._binary: Path | None = None
+        self._version = "unknown"
+
+    def prepare(self, ctx: StartContext) -> None:
+        binary = find_consul()
+        if binary is None:
+            binary = build_consul(ctx.log_dir / "consul-build.log", ctx.log)
+        self._binary = binary
+        self._version = binary_version(binary)
+
+    def plan(self, ctx: StartContext) -> LaunchPlan:
+        assert self._binary is not None, "prepare() first"
+        previous = ctx.previous.ports if ctx.previous else {}
+        ports: dict[str, int] = {}
+        ports["http"] = choose_port(
+            "consul", self.port, previous.get("http"), ctx.used_ports, "--consul-port"
+        )
+        ctx.used_ports.add(ports["http"])
+        # Serf and server RPC ports must differ per agent so several stacks can coexist.
+        for key in ("serf_lan", "serf_wan", "server"):
+            ports[key] = choose_port("consul", None, previous.get(key), ctx.used_ports, "")
+            ctx.used_ports.add(ports[key])
+        address = f"127.0.0.1:{ports['http']}"
+        return LaunchPlan(
+            argv=[
+                str(self._binary), "agent", "-dev", "-ui", "-node", "onex-dev",
+                "-bind", "127.0.0.1", "-client", "127.0.0.1",
+                "-http-port", str(ports["http"]), "-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1",
+                "-log-level", "info",
+                "-serf-lan-port", str(ports["serf_lan"]),
+                "-serf-wan-port", str(ports["serf_wan"]),
+                "-server-port", str(ports["server"]),
+                # Never call home for update checks: loopback only.
+                "-hcl", "disable_update_check = true",
+            ],
+            ports=ports,
+            provides={CONSUL_VAR: address},
+            version=self._version,
+            kind="consul",
+            cwd=ctx.dev_dir,
+            env=dict(os.environ, CHECKPOINT_DISABLE="1"),
+        )  # fmt: skip
+
+    def probe(self, record: ServiceRecord) -> str | None:
+        return probe_consul(record.env[CONSUL_VAR])

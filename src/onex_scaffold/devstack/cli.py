@@ -123,7 +123,9 @@ def _up(args: argparse.Namespace) -> int:
         )
         print(f"stack up in {time.monotonic() - started:.1f} s")
         _print_table(stack.status())
-        print(f"env file: {stack.store.env_path}  (load it: set -a; . {stack.store.env_path}; set +a)")
+        print(
+            f"env file: {stack.store.env_path}  (load it: set -a; . {stack.store.env_path}; set +a)"
+        )
         return 0
 
     return _guard(args, run)

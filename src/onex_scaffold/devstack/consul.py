@@ -63,7 +63,9 @@ def find_consul() -> Path | None:
     if explicit:
         path = Path(explicit)
         if not (path.is_file() and os.access(path, os.X_OK)):
-            raise MissingToolError(f"CONSUL_BIN={explicit} is not an executable file; fix or unset it")
+            raise MissingToolError(
+                f"CONSUL_BIN={explicit} is not an executable file; fix or unset it"
+            )
         return path
     on_path = shutil.which("consul")
     if on_path:
@@ -150,7 +152,8 @@ class ConsulService(Service):
             argv=[
                 str(self._binary), "agent", "-dev", "-ui", "-node", "onex-dev",
                 "-bind", "127.0.0.1", "-client", "127.0.0.1",
-                "-http-port", str(ports["http"]), "-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1",
+                "-http-port", str(ports["http"]), "-dns-port", "-1",
+                "-grpc-port", "-1", "-grpc-tls-port", "-1",
                 "-log-level", "info",
                 "-serf-lan-port", str(ports["serf_lan"]),
                 "-serf-wan-port", str(ports["serf_wan"]),

@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import uuid
 from pathlib import Path
-from typing import ClassVar
 
 from onex_scaffold.devstack import tools
 from onex_scaffold.devstack.base import LaunchPlan, Service, StartContext
@@ -154,7 +153,9 @@ class KafkaService(Service):
     def plan(self, ctx: StartContext) -> LaunchPlan:
         assert self._lib is not None, "prepare() first"
         previous = ctx.previous.ports if ctx.previous else {}
-        port = choose_port("kafka", self.port, previous.get("kafka"), ctx.used_ports, "--kafka-port")
+        port = choose_port(
+            "kafka", self.port, previous.get("kafka"), ctx.used_ports, "--kafka-port"
+        )
         ctx.used_ports.add(port)
         controller = choose_port(
             "kafka controller", None, previous.get("controller"), ctx.used_ports, "--kafka-port"

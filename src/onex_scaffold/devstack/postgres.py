@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import glob
 import os
-import signal
 import pwd
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import ClassVar
 from urllib.parse import urlsplit, urlunsplit
@@ -101,7 +101,7 @@ class PostgresService(Service):
         self._user: str | None = None
         self._version = "unknown"
 
-    def external(self, environ: os._Environ[str] | dict[str, str]) -> ServiceRecord | None:
+    def external(self, environ: Mapping[str, str]) -> ServiceRecord | None:
         # psql is needed to probe an external database too; without it, start our own.
         try:
             self._bin = find_bin_dir()
@@ -116,8 +116,7 @@ class PostgresService(Service):
                 account = pwd.getpwnam("postgres")
             except KeyError as error:
                 raise MissingToolError(
-                    "running as root, PostgreSQL needs the `postgres` system user: "
-                    + _INSTALL_HINT
+                    "running as root, PostgreSQL needs the `postgres` system user: " + _INSTALL_HINT
                 ) from error
             if not _traversable_by(ctx.dev_dir, account.pw_uid, account.pw_gid):
                 raise ServiceStartError(
@@ -201,7 +200,9 @@ class PostgresService(Service):
         reason = "not probed"
         while time.monotonic() < deadline:
             ok, output = psql_query(
-                self._bin, admin, f"SELECT count(*) FROM pg_database WHERE datname = '{DATABASE_NAME}'"
+                self._bin,
+                admin,
+                f"SELECT count(*) FROM pg_database WHERE datname = '{DATABASE_NAME}'",
             )
             if ok:
                 if output == "0":

@@ -8,6 +8,7 @@ match the one recorded at launch, so a recycled PID is never touched.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -116,10 +117,8 @@ def stop(info: ProcessInfo, sig: signal.Signals = signal.SIGTERM, grace_s: float
         if not is_running(info) and not group_members(info.pid):
             return leader_alive
         time.sleep(0.1)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(info.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     deadline = time.monotonic() + 5.0
     while time.monotonic() < deadline and (is_running(info) or group_members(info.pid)):
         _reap(info.pid)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from onex_scaffold.devstack import procs
-from onex_scaffold.devstack.base import LogFn, Service, StartContext
+from onex_scaffold.devstack.base import LaunchPlan, LogFn, Service, StartContext
 from onex_scaffold.devstack.consul import ConsulService
 from onex_scaffold.devstack.errors import DevStackError, ServiceStartError, UnknownServiceError
 from onex_scaffold.devstack.kafka import KafkaService
@@ -155,22 +155,35 @@ class Stack:
             # Keep records of services from an earlier `up` that are not asked for now: they
             # are still ours to stop.
             names = wanted_services(options, state)
-            services = {name: build_service(name, options, state.services.get(name)) for name in names}
+            services = {
+                name: build_service(name, options, state.services.get(name)) for name in names
+            }
             to_start: list[str] = []
             for name in names:
                 if not self._adopt(name, services[name], state, options, environ):
                     to_start.append(name)
             self.store.save(state)
-            # Check every tool before starting anything, so a missing java leaves nothing behind.
+            # Check every tool and choose every port before starting anything, so a missing
+            # java or a busy port leaves nothing behind.
+            env = merged_env(state)
+            plans: dict[str, LaunchPlan] = {}
+            used_ports: set[int] = set()
             for name in to_start:
-                previous = state.services.get(name)
-                services[name].prepare(self._context(state, previous))
+                ctx = self._context(state, state.services.get(name))
+                services[name].prepare(ctx)
+            for name in to_start:
+                ctx = self._context(state, state.services.get(name))
+                ctx.used_ports |= used_ports
+                ctx.env = dict(env)
+                plans[name] = services[name].plan(ctx)
+                used_ports |= set(plans[name].ports.values())
+                env.update(plans[name].provides)
             pending: dict[str, Service] = {}
             for name in to_start:
                 for dependency in depends_on(name):
                     if dependency in pending:
                         self._await(dependency, pending.pop(dependency), state, options)
-                self._launch(name, services[name], state)
+                self._launch(name, plans[name], state)
                 pending[name] = services[name]
             for name, service in pending.items():
                 self._await(name, service, state, options)
@@ -211,10 +224,7 @@ class Stack:
                 return True
         return False
 
-    def _launch(self, name: str, service: Service, state: StackState) -> None:
-        previous = state.services.get(name)
-        ctx = self._context(state, previous)
-        plan = service.plan(ctx)
+    def _launch(self, name: str, plan: LaunchPlan, state: StackState) -> None:
         log_path = self.log_dir / f"{name}.log"
         self.log(f"{name}: starting {plan.kind} {plan.version} on {plan.ports}")
         info = procs.spawn(plan.argv, log_path, plan.env, plan.cwd, plan.user)
@@ -231,9 +241,7 @@ class Stack:
         # Saved before waiting: if waiting fails, `down` still knows the PID.
         self.store.save(state)
 
-    def _await(
-        self, name: str, service: Service, state: StackState, options: StackOptions
-    ) -> None:
+    def _await(self, name: str, service: Service, state: StackState, options: StackOptions) -> None:
         record = state.services[name]
         info = _info(record)
         assert info is not None
@@ -330,9 +338,7 @@ class Stack:
             state = self.store.load()
             record = state.services.get(name)
             if record is not None and record.external:
-                raise DevStackError(
-                    f"{name} is external ({record.env}); restart it where it runs"
-                )
+                raise DevStackError(f"{name} is external ({record.env}); restart it where it runs")
             service = build_service(name, options, record)
             service.prepare(self._context(state, record))
             info = _info(record) if record is not None else None
@@ -341,9 +347,8 @@ class Stack:
                 self.log(f"{name}: stopped (pid {info.pid})")
             for dependency in depends_on(name):
                 if dependency not in state.services:
-                    raise DevStackError(
-                        f"{name} needs {dependency}; run `onex-node dev up` first"
-                    )
-            self._launch(name, service, state)
+                    raise DevStackError(f"{name} needs {dependency}; run `onex-node dev up` first")
+            plan = service.plan(self._context(state, state.services.get(name)))
+            self._launch(name, plan, state)
             self._await(name, service, state, options)
             return merged_env(state)

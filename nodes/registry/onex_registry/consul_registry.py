@@ -18,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import consul
+import consul  # type: ignore[import-untyped]
 import requests
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -82,6 +82,10 @@ class RegistrySettings(BaseSettings):
     #: real status instead of waiting up to one interval for Consul's first run.
     initial_probe: bool = True
     probe_timeout_s: float = Field(default=1.0, gt=0)
+    #: A node that announces itself before its /health is ready is probed again this often,
+    #: for at most ``promote_window_s``, and marked passing once it answers.
+    promote_interval_s: float = Field(default=0.25, gt=0)
+    promote_window_s: float = Field(default=15.0, ge=0)
     #: TTL of the heartbeat-fed check given to nodes that announce no health endpoint.
     heartbeat_ttl: str = "90s"
 

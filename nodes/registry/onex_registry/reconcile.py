@@ -66,9 +66,11 @@ class Plan:
     remove: list[Removal] = field(default_factory=list)
     #: (service_id, check_id, status, note) for TTL checks fed by heartbeats
     ttl: list[tuple[str, str, str, str]] = field(default_factory=list)
+    #: registered as critical because /health did not answer yet: probe again
+    promote: list[Registration] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.register or self.remove or self.ttl)
+        return bool(self.register or self.remove or self.ttl or self.promote)
 
 
 class RegistryView:
@@ -84,6 +86,8 @@ class RegistryView:
         self._backoff: dict[str, _Backoff] = {}
         #: service_id -> first snapshot time its check was seen critical (continuously since).
         self._critical_since: dict[str, float] = {}
+        #: service_id -> (give up at, next probe at) for nodes registered before /health was ready.
+        self.unconfirmed: dict[str, tuple[float, float]] = {}
 
     # -- events -------------------------------------------------------------
 
@@ -164,6 +168,9 @@ class RegistryView:
                 reaped.append(node_id)
         self.observed = dict(snapshot.fingerprints)
         self.observed_status = dict(snapshot.check_status)
+        for sid in list(self.unconfirmed):
+            if snapshot.check_status.get(sid, "critical") != "critical":
+                del self.unconfirmed[sid]  # Consul's own check got there first
         self._critical_since = {
             sid: self._critical_since.get(sid, now)
             for sid, status in snapshot.check_status.items()
@@ -186,6 +193,12 @@ class RegistryView:
             elif record.pending_ttl is not None:
                 status, note = record.pending_ttl
                 plan.ttl.append((reg.service_id, reg.check_id, status, note))
+            elif reg.service_id in self.unconfirmed:
+                give_up, next_probe = self.unconfirmed[reg.service_id]
+                if now >= give_up:
+                    del self.unconfirmed[reg.service_id]
+                elif now >= next_probe:
+                    plan.promote.append(reg)
         plan.remove = [r for r in self.removals.values() if self._due(r.service_id, now)]
         return plan
 
@@ -195,10 +208,31 @@ class RegistryView:
 
     # -- outcomes -------------------------------------------------------------
 
-    def registered(self, registration: Registration, status: str) -> None:
-        self.observed[registration.service_id] = registration.fingerprint
-        self.observed_status[registration.service_id] = status
-        self._backoff.pop(registration.service_id, None)
+    def registered(self, registration: Registration, status: str, now: float = 0.0) -> None:
+        sid = registration.service_id
+        self.observed[sid] = registration.fingerprint
+        self.observed_status[sid] = status
+        self._backoff.pop(sid, None)
+        if status == "critical" and registration.uses_http_check:
+            if sid not in self.unconfirmed:
+                self.unconfirmed[sid] = (now + self._settings.promote_window_s, now)
+        else:
+            self.unconfirmed.pop(sid, None)
+
+    def still_unhealthy(self, registration: Registration, now: float) -> None:
+        """A promotion probe failed: try again after ``promote_interval_s``."""
+        entry = self.unconfirmed.get(registration.service_id)
+        if entry is not None:
+            self.unconfirmed[registration.service_id] = (
+                entry[0],
+                now + self._settings.promote_interval_s,
+            )
+
+    def next_probe_in(self, now: float) -> float | None:
+        """Seconds until the earliest promotion probe is due, if any."""
+        if not self.unconfirmed:
+            return None
+        return max(0.0, min(n for _, n in self.unconfirmed.values()) - now)
 
     def removed(self, removal: Removal) -> None:
         current = self.removals.get(removal.node_id)
@@ -206,6 +240,7 @@ class RegistryView:
             del self.removals[removal.node_id]
         self.observed.pop(removal.service_id, None)
         self.observed_status.pop(removal.service_id, None)
+        self.unconfirmed.pop(removal.service_id, None)
         self._backoff.pop(removal.service_id, None)
 
     def ttl_sent(self, check_id: str, status: str) -> None:
@@ -281,10 +316,16 @@ class Reconciler:
                         continue
                     last_snapshot = self._clock()
                 plan = self.view.plan(self._clock())
-                if plan:
+                if plan.register or plan.remove or plan.ttl:
                     await self._execute(plan)
                     continue  # more may have arrived meanwhile
-                await self._sleep(self._settings.reconcile_interval_s)
+                if plan.promote:
+                    await self._execute(plan)
+                wait = self._settings.reconcile_interval_s
+                next_probe = self.view.next_probe_in(self._clock())
+                if next_probe is not None:
+                    wait = min(wait, max(next_probe, 0.01))
+                await self._sleep(wait)
         finally:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -320,7 +361,31 @@ class Reconciler:
         jobs = [self._register(reg) for reg in plan.register]
         jobs += [self._remove(removal) for removal in plan.remove]
         jobs += [self._ttl(*item) for item in plan.ttl]
+        jobs += [self._promote(reg) for reg in plan.promote]
         await asyncio.gather(*jobs)
+
+    async def _promote(self, registration: Registration) -> None:
+        endpoint = registration.health_endpoint
+        assert endpoint is not None
+        timeout = self._settings.probe_timeout_s
+
+        def call() -> bool:
+            if not probe_health(endpoint, timeout):
+                return False
+            self._agent.register(registration, "passing")
+            return True
+
+        try:
+            promoted = await self._in_thread(call)
+        except ConsulUnavailableError as error:
+            self._unreachable(str(error))
+            self.view.still_unhealthy(registration, self._clock())
+            return
+        if promoted:
+            self.view.registered(registration, "passing", self._clock())
+            log.info("%s answers on /health: passing", registration.service_id)
+        else:
+            self.view.still_unhealthy(registration, self._clock())
 
     async def _register(self, registration: Registration) -> None:
         settings = self._settings
@@ -343,7 +408,7 @@ class Reconciler:
             self._unreachable(f"{error} (retry in {delay:.1f}s)")
             return
         assert isinstance(status, str)
-        self.view.registered(registration, status)
+        self.view.registered(registration, status, self._clock())
         self.stats.registrations += 1
         log.info("registered %s (%s)", registration.service_id, status)
 

@@ -1,0 +1,153 @@
+"""The registry's work inside its node: topics, the view, the Consul reconciler.
+
+``handlers.py`` calls ``RegistryService.start`` from ``on_start`` and ``stop`` from
+``on_stop``; everything long-running is a task the node owns (``ctx.spawn``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Final
+
+from .consul_registry import ConsulAgent, ConsulUnavailableError, RegistrySettings
+from .discovery import DiscoveryConsumer, TopicSetupError, ensure_discovery_topics
+from .reconcile import Reconciler, RegistryView
+from .runtime import naming
+from .runtime.base import NodeContext
+from .runtime.resilience import backoff_delay
+
+log = logging.getLogger(__name__)
+
+READY_VIEW: Final = "registry-view"
+READY_CONSUL: Final = "registry-consul"
+
+
+class RegistryService:
+    """Owns the registry's tasks; one per node process."""
+
+    def __init__(self, settings: RegistrySettings | None = None) -> None:
+        self.settings = settings or RegistrySettings()
+        self.view = RegistryView(self.settings)
+        self.agent = ConsulAgent(self.settings)
+        self.reconciler = Reconciler(self.view, self.agent, self.settings, clock=time.time)
+        self.discovery: DiscoveryConsumer | None = None
+
+    async def start(self, ctx: NodeContext) -> None:
+        """Called from ``on_start``: returns at once; the work continues in owned tasks."""
+        ctx.set_not_ready(
+            READY_VIEW, f"rebuilding the view from {naming.introspection_topic(ctx.environment)}"
+        )
+        ctx.set_not_ready(READY_CONSUL, "Consul not reached yet")
+        ctx.spawn(self._run(ctx), name="registry")
+
+    async def _run(self, ctx: NodeContext) -> None:
+        kafka_config = ctx.settings.kafka_common()
+        await self._ensure_topics(ctx, kafka_config)
+        self.discovery = DiscoveryConsumer(
+            kafka_config=kafka_config,
+            environment=ctx.environment,
+            group_id=f"{ctx.settings.consumer_group}.view",
+            settings=self.settings,
+            view=self.view,
+            reconciler=self.reconciler,
+            publisher=ctx.publisher,
+            requested_by=ctx.identity.service_name,
+        )
+        ctx.spawn(self.reconciler.run(), name="registry-reconciler")
+        ctx.spawn(self._watch_consul(ctx), name="registry-consul-watch")
+        consumer = ctx.spawn(self.discovery.run(), name="registry-discovery")
+        replayed = asyncio.create_task(self.discovery.replayed.wait())
+        try:
+            await asyncio.wait({consumer, replayed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            replayed.cancel()
+        if not self.discovery.replayed.is_set():
+            return  # the consumer died; NodeContext logs why, /health stays 503
+        ctx.set_ready(READY_VIEW)
+        # Everyone announces again: nodes that started while the registry was away, and nodes
+        # whose announcement was compacted into an older value, are brought up to date.
+        await self._request_introspection(ctx)
+
+    async def _ensure_topics(self, ctx: NodeContext, kafka_config: dict[str, Any]) -> None:
+        attempt = 0
+        while True:
+            try:
+                changes = await asyncio.to_thread(
+                    ensure_discovery_topics, kafka_config, ctx.environment
+                )
+            except TopicSetupError as error:
+                attempt += 1
+                delay = backoff_delay(attempt, 0.5, 5.0)
+                ctx.set_not_ready(READY_VIEW, f"discovery topics not ready: {error}")
+                log.warning("%s; retrying in %.1fs", error, delay)
+                await asyncio.sleep(delay)
+                continue
+            for change in changes:
+                log.info("topics: %s", change)
+            return
+
+    async def _request_introspection(self, ctx: NodeContext) -> None:
+        assert self.discovery is not None
+        attempt = 0
+        while True:
+            try:
+                await self.discovery.request_introspection(None, "registry start")
+                return
+            except Exception as error:  # PublishError / CircuitOpenError: keep trying
+                attempt += 1
+                log.warning("introspection request not delivered: %s", error)
+                await asyncio.sleep(backoff_delay(attempt, 0.5, 5.0))
+
+    async def _watch_consul(self, ctx: NodeContext) -> None:
+        """Mirror the reconciler's Consul state into ``/health``."""
+        while True:
+            stats = self.reconciler.stats
+            if stats.consul_reachable:
+                ctx.set_ready(READY_CONSUL)
+            else:
+                ctx.set_not_ready(
+                    READY_CONSUL,
+                    stats.last_error
+                    or f"Consul not reached yet at {self.settings.consul_http_addr}",
+                )
+            await asyncio.sleep(0.5)
+
+    async def stop(self, ctx: NodeContext) -> None:
+        """Called from ``on_stop`` (tasks already cancelled): leave Consul at once.
+
+        The registry's own shutdown event goes out after its consumer stopped, so it
+        deregisters itself here instead of waiting for a registry that is gone.
+        """
+        service_id = naming.consul_service_id(ctx.identity.service_name, ctx.identity.node_id)
+        kv_key = naming.consul_kv_key(ctx.identity.node_id)
+        try:
+            await asyncio.to_thread(self.agent.deregister, service_id, kv_key)
+        except ConsulUnavailableError as error:
+            log.warning("could not deregister the registry itself: %s", error)
+
+    def describe(self) -> dict[str, Any]:
+        """The registry's view, for the ``list_nodes`` action and ``/health`` details."""
+        now = time.time()
+        nodes = [
+            {
+                "node_id": r.registration.node_id,
+                "service_id": r.registration.service_id,
+                "service": r.registration.name,
+                "live": self.view.is_live(r, now),
+                "in_consul": r.registration.service_id in self.view.observed,
+                "status": self.view.observed_status.get(r.registration.service_id, "unknown"),
+            }
+            for r in self.view.records.values()
+        ]
+        discovery = self.discovery.stats if self.discovery is not None else None
+        return {
+            "nodes": sorted(nodes, key=lambda n: (str(n["service"]), str(n["node_id"]))),
+            "pending_removals": len(self.view.removals),
+            "consul_reachable": self.reconciler.stats.consul_reachable,
+            "registrations": self.reconciler.stats.registrations,
+            "deregistrations": self.reconciler.stats.deregistrations,
+            "dead_lettered": discovery.dead_lettered if discovery else 0,
+            "replayed": discovery.replayed if discovery else False,
+        }

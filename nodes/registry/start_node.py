@@ -1,0 +1,66 @@
+"""Run the onex-registry node: ``python start_node.py``.
+
+Template-owned. Loads settings from the environment, starts NodeRegistryEffect,
+waits for SIGINT/SIGTERM and stops gracefully within SHUTDOWN_GRACE_S; a second
+signal exits at once. Exit codes: 0 after a graceful stop, 1 on a fatal error,
+2 on invalid settings, 128+signal when forced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from pydantic import ValidationError
+
+from onex_registry.node import NodeRegistryEffect
+
+log = logging.getLogger("onex_registry")
+
+
+async def run() -> int:
+    node = NodeRegistryEffect()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        if len(received) > 1:
+            log.warning("second %s: exiting without finishing the graceful stop", signal.Signals(signum).name)
+            os._exit(128 + signum)
+        log.info("%s received: stopping gracefully", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await node.initialize()
+        log.info("%s running; health at %s", node.identity.service_name, node.health_endpoint)
+        await stop.wait()
+    finally:
+        await node.shutdown()
+    return 0
+
+
+def main() -> int:
+    level = os.environ.get("LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        level=level if level in logging.getLevelNamesMapping() else "INFO",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return asyncio.run(run())
+    except ValidationError as exc:
+        log.error("invalid settings (check the environment variables):\n%s", exc)
+        return 2
+    except Exception:
+        log.exception("fatal error")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -36,6 +36,9 @@ def register(subparsers: Any) -> None:
         help="apache = Apache Kafka 4.x in KRaft mode (default); tansu = instant in-memory broker",
     )
     up.add_argument("--postgres", action="store_true", help="also run PostgreSQL")
+    up.add_argument(
+        "--no-registry", action="store_true", help="do not start the ONEX registry node"
+    )
     up.add_argument("--kafka-port", type=int, default=None, help="broker port (default: free)")
     up.add_argument("--consul-port", type=int, default=None, help="HTTP port (default: free)")
     up.add_argument("--postgres-port", type=int, default=None, help="port (default: free)")
@@ -114,6 +117,7 @@ def _up(args: argparse.Namespace) -> int:
             StackOptions(
                 kafka=args.kafka,
                 postgres=args.postgres,
+                registry=not args.no_registry,
                 kafka_port=args.kafka_port,
                 consul_port=args.consul_port,
                 postgres_port=args.postgres_port,

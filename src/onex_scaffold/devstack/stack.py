@@ -24,11 +24,12 @@ from onex_scaffold.devstack.consul import ConsulService
 from onex_scaffold.devstack.errors import DevStackError, ServiceStartError, UnknownServiceError
 from onex_scaffold.devstack.kafka import KafkaService
 from onex_scaffold.devstack.postgres import PostgresService
+from onex_scaffold.devstack.registry import RegistryService
 from onex_scaffold.devstack.state import ServiceRecord, StackState, StateStore, merged_env
 from onex_scaffold.devstack.tansu import TansuService
 
 DEV_DIR_NAME = ".onex-dev"
-SERVICE_ORDER: tuple[str, ...] = ("kafka", "consul", "postgres")
+SERVICE_ORDER: tuple[str, ...] = ("kafka", "consul", "postgres", "registry")
 
 KafkaKind = Literal["apache", "tansu"]
 
@@ -39,6 +40,8 @@ class StackOptions:
 
     kafka: KafkaKind | None = None
     postgres: bool = False
+    # The ONEX registry (nodes/registry): Kafka introspection -> Consul.
+    registry: bool = True
     kafka_port: int | None = None
     consul_port: int | None = None
     postgres_port: int | None = None
@@ -77,6 +80,8 @@ def build_service(name: str, options: StackOptions, previous: ServiceRecord | No
         return ConsulService(port=options.consul_port)
     if name == "postgres":
         return PostgresService(port=options.postgres_port)
+    if name == "registry":
+        return RegistryService()
     raise UnknownServiceError(
         f"unknown service {name!r}; known services: {', '.join(SERVICE_ORDER)}"
     )
@@ -87,12 +92,14 @@ def wanted_services(options: StackOptions, state: StackState) -> list[str]:
     wanted = {"kafka", "consul"}
     if options.postgres or "postgres" in state.services:
         wanted.add("postgres")
+    if options.registry or "registry" in state.services:
+        wanted.add("registry")
     return [name for name in SERVICE_ORDER if name in wanted]
 
 
 def depends_on(name: str) -> tuple[str, ...]:
     """Services that must answer before `name` starts (Kafka, Consul, PostgreSQL need none)."""
-    return ()
+    return ("kafka", "consul") if name == "registry" else ()
 
 
 def _info(record: ServiceRecord) -> procs.ProcessInfo | None:

@@ -62,11 +62,6 @@ naming = _load(NAMING_PATH, "naming")
 text = _load(TEXT_PATH, "text")
 envvars = _load(ENVVARS_PATH, "envvars")
 
-#: Outcome names of a node's own events (``naming.node_event_topic``).
-OUTCOMES = ("completed", "failed", "state_updated", "workflow_completed")
-
-_DEFAULT_PROTOCOLS = ("kafka", "http")
-
 
 def _valid(value: object, rule: str) -> TypeGuard[str]:
     return isinstance(value, str) and naming.check(rule, value) == ""
@@ -101,10 +96,10 @@ def derive(answers: Mapping[str, Any]) -> dict[str, Any]:
         if _valid(domain, "domain"):
             out["event_types"] = _event_types(domain, service)
         if _valid(env, "kafka_environment"):
-            out["topics"] = _topics(env, service, answers.get("input_events"))
+            out["topics"] = _topics(env, service, answers)
             if "event_types" in out and node_type in naming.NODE_TYPES:
                 out["published"], out["consumed"] = _traffic(
-                    str(node_type), answers, out["topics"], out["event_types"]
+                    str(node_type), env, service, answers, out["event_types"]
                 )
     return out
 
@@ -122,6 +117,14 @@ def _models(package: str, node_name: str, node_type: str) -> dict[str, str]:
     return models
 
 
+def _all_outcomes() -> list[str]:
+    """Every outcome of every node type, in first-seen order (``naming.OUTCOMES``)."""
+    seen: dict[str, None] = {}
+    for outcomes in naming.OUTCOMES.values():
+        seen.update(dict.fromkeys(outcomes))
+    return list(seen)
+
+
 def _event_types(domain: str, service: str) -> dict[str, str]:
     types = {
         "introspection": naming.EVENT_NODE_INTROSPECTION,
@@ -131,97 +134,83 @@ def _event_types(domain: str, service: str) -> dict[str, str]:
         "dead_letter": naming.EVENT_DEAD_LETTER,
         "command": naming.command_event_type(domain, service),
     }
-    for outcome in OUTCOMES:
-        types[outcome] = naming.node_event_type(domain, service, outcome)
+    for outcome in _all_outcomes():
+        types[naming.snake_case(outcome)] = naming.node_event_type(domain, service, outcome)
     return types
 
 
-def _topics(env: str, service: str, input_events: object) -> dict[str, Any]:
+def _input_events(answers: Mapping[str, Any]) -> list[str]:
+    events = answers.get("input_events")
+    if not isinstance(events, list):
+        return []
+    return [str(e) for e in events if naming.check("service_name", e) == ""]
+
+
+def _topics(env: str, service: str, answers: Mapping[str, Any]) -> dict[str, Any]:
     topics: dict[str, Any] = dict(naming.discovery_topics(env))
     topics["command"] = naming.command_topic(env, service)
-    for outcome in OUTCOMES:
-        topics[outcome] = naming.node_event_topic(env, service, outcome)
-    events = input_events if isinstance(input_events, list) else []
-    topics["inputs"] = [naming.topic(env, "evt", str(name)) for name in events]
+    for outcome in _all_outcomes():
+        topics[naming.snake_case(outcome)] = naming.node_event_topic(env, service, outcome)
+    topics["inputs"] = [naming.reducer_input_topic(env, e) for e in _input_events(answers)]
     return topics
+
+
+_PURPOSES = {
+    "introspection": "announces the node on start and on request (keyed by node_id)",
+    "heartbeat": "periodic liveness and health",
+    "shutdown": "graceful stop",
+    "introspection_request": "the registry asks every node to announce itself again",
+    "command": "requests this node handles",
+    "completed": "successful result",
+    "failed": "failed request, with the error",
+    "state_updated": "state after each persisted aggregation window",
+    "workflow_completed": "workflow result, carrying the request's correlation_id",
+    "workflow_failed": "failed workflow, with the error and the correlation_id",
+}
+_CONSUMED_ROLES = ("introspection_request", "command")
 
 
 def _traffic(
     node_type: str,
+    env: str,
+    service: str,
     answers: Mapping[str, Any],
-    topics: Mapping[str, Any],
     types: Mapping[str, str],
 ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-    """What the node publishes and consumes: the README and contract.yaml both
-    list these, so they cannot disagree."""
-
-    def entry(role: str, topic: str, event_type: str, purpose: str) -> dict[str, str]:
-        return {"role": role, "topic": topic, "event_type": event_type, "purpose": purpose}
-
+    """What the node publishes and consumes, from ``naming.node_topics`` (the
+    runtime's own list): the README and contract.yaml both show these."""
     if node_type == "compute" and not answers.get("event_bus_enabled", True):
         return [], []
-    published = [
-        entry(
-            "introspection",
-            topics["introspection"],
-            types["introspection"],
-            "announces the node on start and on request (keyed by node_id)",
-        ),
-        entry(
-            "heartbeat",
-            topics["heartbeat"],
-            types["heartbeat"],
-            "periodic liveness and health",
-        ),
-        entry("shutdown", topics["shutdown"], types["shutdown"], "graceful stop"),
-    ]
-    consumed = [
-        entry(
-            "introspection_request",
-            topics["introspection_request"],
-            types["introspection_request"],
-            "the registry asks every node to announce itself again",
-        )
-    ]
-    if node_type == "reducer":
-        for topic in topics["inputs"]:
-            consumed.append(entry("input", topic, "*", "events reduced into state"))
-        published.append(
-            entry(
-                "state_updated",
-                topics["state_updated"],
-                types["state_updated"],
-                "state after each persisted aggregation window",
+    published: list[dict[str, str]] = []
+    consumed: list[dict[str, str]] = []
+    roles = naming.node_topics(env, service, node_type, _input_events(answers))
+    for role, topic in roles.items():
+        if role.startswith("input:"):
+            name = role.partition(":")[2]
+            consumed.append(
+                {
+                    "role": "input",
+                    "topic": topic,
+                    "event_type": "*",
+                    "purpose": f"{name} events reduced into state",
+                }
             )
-        )
-    else:
-        consumed.append(
-            entry("command", topics["command"], types["command"], "requests this node handles")
-        )
-        if node_type == "orchestrator":
-            published.append(
-                entry(
-                    "workflow_completed",
-                    topics["workflow_completed"],
-                    types["workflow_completed"],
-                    "workflow result, carrying the request's correlation_id",
-                )
-            )
-        else:
-            published.append(
-                entry("completed", topics["completed"], types["completed"], "successful result")
-            )
-        published.append(
-            entry("failed", topics["failed"], types["failed"], "failed request, with the error")
-        )
+            continue
+        item = {
+            "role": role,
+            "topic": topic,
+            "event_type": types[role],
+            "purpose": _PURPOSES.get(role, role.replace("_", " ")),
+        }
+        (consumed if role in _CONSUMED_ROLES else published).append(item)
     for item in list(consumed):
         published.append(
-            entry(
-                "dead_letter",
-                naming.dead_letter_topic(item["topic"]),
-                types["dead_letter"],
-                f"undecodable or exhausted messages from {item['topic']}",
-            )
+            {
+                "role": "dead_letter",
+                "topic": naming.dead_letter_topic(item["topic"]),
+                "event_type": types["dead_letter"],
+                "purpose": f"undecodable or exhausted messages from {item['topic']}",
+            }
         )
     return published, consumed
 

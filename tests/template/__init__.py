@@ -1,0 +1,1 @@
+"""Tests of the Copier template (copier.yml, extensions/, template/)."""

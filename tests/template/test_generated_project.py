@@ -1,0 +1,41 @@
+"""The generated projects pass their own ruff, mypy and pytest (in this environment)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from onex_scaffold.render import RenderedNode
+
+from .conftest import MAIN_VARIANTS, VARIANTS, project_env, run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_ruff(rendered: dict[str, RenderedNode], variant: str) -> None:
+    path = rendered[variant].path
+    env = project_env()
+    run(["ruff", "check", "--no-cache", "."], path, env)
+    run(["ruff", "format", "--check", "--no-cache", "."], path, env)
+
+
+@pytest.mark.parametrize("variant", MAIN_VARIANTS)
+def test_mypy(rendered: dict[str, RenderedNode], variant: str, mypy_cache: Path) -> None:
+    path = rendered[variant].path
+    run(["python", "-m", "mypy", "--cache-dir", str(mypy_cache)], path, project_env())
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_pytest(rendered: dict[str, RenderedNode], variant: str) -> None:
+    """Out of the box, with no services: business-logic and lifecycle tests pass;
+    integration tests run only when KAFKA_BOOTSTRAP_SERVERS is set."""
+    path = rendered[variant].path
+    output = run(
+        ["python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"],
+        path,
+        project_env(),
+    )
+    assert " passed" in output, output
+    assert " failed" not in output and " error" not in output, output

@@ -1,0 +1,136 @@
+"""`onex-node new` wraps copier copy with flags for the main questions."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from onex_scaffold.cli import main
+from onex_scaffold.render import read_answers
+
+
+def test_new_creates_project(copier_template: Path, tmp_path: Path) -> None:
+    target = tmp_path / "order-totals"
+    code = main(
+        [
+            "new",
+            str(target),
+            "--type",
+            "reducer",
+            "--name",
+            "OrderTotals",
+            "--service",
+            "order-totals",
+            "--domain",
+            "sales",
+            "--description",
+            "Totals per order.",
+            "--tag",
+            "sales",
+            "--tag",
+            "totals",
+            "--input-event",
+            "order-placed",
+            "--aggregation-window",
+            "2.5",
+            "--state-backend",
+            "postgres",
+            "--http-port",
+            "8100",
+            "--template",
+            str(copier_template),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    answers = read_answers(target)
+    assert answers["node_type"] == "reducer"
+    assert answers["tags"] == ["sales", "totals"]
+    assert answers["input_events"] == ["order-placed"]
+    assert answers["aggregation_window_s"] == 2.5
+    assert answers["state_backend"] == "postgres"
+    assert answers["http_port"] == 8100
+    assert answers["_commit"] == "99.99.99"
+    assert (target / "order_totals" / "node.py").is_file()
+
+
+def test_new_refuses_bad_answer(
+    copier_template: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "new",
+            str(tmp_path / "x"),
+            "--type",
+            "effect",
+            "--name",
+            "lower",
+            "--service",
+            "svc",
+            "--domain",
+            "d",
+            "--template",
+            str(copier_template),
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "node_name" in err and "PascalCase" in err
+    assert not (tmp_path / "x" / "pyproject.toml").exists()
+
+
+def test_new_refuses_option_of_another_type(
+    copier_template: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "new",
+            str(tmp_path / "x"),
+            "--type",
+            "compute",
+            "--name",
+            "A",
+            "--service",
+            "a",
+            "--domain",
+            "d",
+            "--use-postgres",
+            "--template",
+            str(copier_template),
+        ]
+    )
+    assert code == 2
+    assert "--use-postgres applies to effect nodes only" in capsys.readouterr().err
+
+
+def test_new_as_installed_command(copier_template: Path, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "onex_scaffold.cli",
+            "new",
+            str(tmp_path / "n"),
+            "--type",
+            "compute",
+            "--name",
+            "PriceCalc",
+            "--service",
+            "price-calc",
+            "--domain",
+            "pricing",
+            "--no-event-bus",
+            "--template",
+            str(copier_template),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "created" in result.stdout
+    assert read_answers(tmp_path / "n")["event_bus_enabled"] is False

@@ -1,0 +1,235 @@
+"""Every node type x main option renders into a complete, well-formed project."""
+
+from __future__ import annotations
+
+import ast
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from onex_scaffold.render import RenderedNode, read_answers, template_version
+from onex_scaffold.template_source import naming
+
+from .conftest import COMMON, VARIANTS, run
+
+EXPECTED_FILES = [
+    ".copier-answers.yml",
+    "pyproject.toml",
+    "README.md",
+    "contract.yaml",
+    "start_node.py",
+    ".env.template",
+    "Dockerfile",
+    "compose.node.yaml",
+    ".gitignore",
+    ".dockerignore",
+    "{pkg}/__init__.py",
+    "{pkg}/node.py",
+    "{pkg}/handlers.py",
+    "{pkg}/runtime/naming.py",
+    "{pkg}/runtime/events.py",
+    "{pkg}/runtime/config.py",
+    "tests/test_handlers.py",
+]
+
+pytestmark = pytest.mark.parametrize("variant", list(VARIANTS))
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and ".git" not in p.parts)
+
+
+def test_expected_files(rendered: dict[str, RenderedNode], variant: str) -> None:
+    node = rendered[variant]
+    pkg = naming().package_name(node.answers["service_name"])
+    missing = [f for f in EXPECTED_FILES if not (node.path / f.format(pkg=pkg)).is_file()]
+    assert not missing, f"{variant}: missing {missing}"
+    kind = node.answers["node_type"]
+    assert (node.path / pkg / "runtime" / f"{kind}.py").is_file()
+    for other in {"effect", "compute", "reducer", "orchestrator"} - {kind}:
+        assert not (node.path / pkg / "runtime" / f"{other}.py").exists()
+
+
+def test_no_leftover_jinja(rendered: dict[str, RenderedNode], variant: str) -> None:
+    root = rendered[variant].path
+    leftovers = []
+    for path in _files(root):
+        relative = path.relative_to(root)
+        if "{{" in str(relative) or "{%" in str(relative) or path.suffix == ".jinja":
+            leftovers.append(f"{relative}: unrendered name")
+            continue
+        text = path.read_text(encoding="utf-8")
+        for number, line in enumerate(text.splitlines(), 1):
+            if re.search(r"\{\{|\{%|%\}", line):
+                leftovers.append(f"{relative}:{number}: {line.strip()}")
+    assert not leftovers, "\n".join(leftovers)
+
+
+def test_answers_recorded(rendered: dict[str, RenderedNode], variant: str) -> None:
+    node = rendered[variant]
+    answers = read_answers(node.path)
+    for key, value in {**COMMON, **VARIANTS[variant]}.items():
+        assert answers[key] == value, key
+    assert answers["_src_path"] == node.answers["_src_path"]
+    assert Path(answers["_src_path"]).is_absolute()
+    assert template_version(node.path) == "99.99.99"
+    # Questions that do not apply to this node type are not recorded.
+    type_specific = {
+        "use_postgres": "effect",
+        "event_bus_enabled": "compute",
+        "aggregation_window_s": "reducer",
+        "state_backend": "reducer",
+        "input_events": "reducer",
+        "workflow_steps": "orchestrator",
+    }
+    for question, node_type in type_specific.items():
+        assert (question in answers) == (answers["node_type"] == node_type), question
+
+
+def test_python_compiles(rendered: dict[str, RenderedNode], variant: str) -> None:
+    for path in _files(rendered[variant].path):
+        if path.suffix == ".py":
+            ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
+def test_pyproject(rendered: dict[str, RenderedNode], variant: str) -> None:
+    node = rendered[variant]
+    data = tomllib.loads((node.path / "pyproject.toml").read_text(encoding="utf-8"))
+    deps = " ".join(data["project"]["dependencies"])
+    assert "pydantic>=" in deps and "pydantic-settings>=" in deps and "confluent-kafka" in deps
+    uses_pg = variant in {"effect-postgres", "reducer-postgres"}
+    assert ("asyncpg" in deps) == uses_pg
+    assert ("llama-index-workflows" in deps) == (variant == "orchestrator")
+    assert data["project"]["name"] == node.answers["service_name"]
+    assert data["tool"]["mypy"]["strict"] is True
+    pkg = naming().package_name(node.answers["service_name"])
+    assert data["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == [pkg]
+
+
+def _contract(node: RenderedNode) -> dict[str, Any]:
+    loaded = yaml.safe_load((node.path / "contract.yaml").read_text(encoding="utf-8"))
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def test_contract_topics_come_from_naming(rendered: dict[str, RenderedNode], variant: str) -> None:
+    node = rendered[variant]
+    names = naming()
+    answers = node.answers
+    contract = _contract(node)
+    assert contract["name"] == answers["service_name"]
+    assert contract["node_type"] == answers["node_type"]
+    assert contract["class_name"] == names.class_name(answers["node_name"], answers["node_type"])
+    assert contract["actions"] == answers["actions"]
+    assert contract["description"] == answers["description"]
+    published = {t["topic"] for t in contract["topics"]["publishes"]}
+    consumed = {t["topic"] for t in contract["topics"]["consumes"]}
+    if variant == "compute-no-bus":
+        assert published == consumed == set()
+        return
+    env, service = answers["kafka_environment"], answers["service_name"]
+    assert names.introspection_topic(env) in published
+    assert names.heartbeat_topic(env) in published
+    assert names.introspection_request_topic(env) in consumed
+    expected = names.node_topics(
+        env, service, answers["node_type"], answers.get("input_events", [])
+    )
+    for role, topic in expected.items():
+        if role == "command" or role.startswith("input:") or role == "introspection_request":
+            assert topic in consumed, role
+        else:
+            assert topic in published, role
+    for topic in consumed:
+        assert names.dead_letter_topic(topic) in published
+
+
+def test_readme_lists_topics_and_env(rendered: dict[str, RenderedNode], variant: str) -> None:
+    node = rendered[variant]
+    readme = (node.path / "README.md").read_text(encoding="utf-8")
+    contract = _contract(node)
+    for item in contract["topics"]["publishes"] + contract["topics"]["consumes"]:
+        assert f"`{item['topic']}`" in readme
+    env_names = re.findall(r"^# ([A-Z][A-Z0-9_]*)=", _read(node, ".env.template"), re.M)
+    assert env_names, ".env.template lists no variables"
+    for name in env_names:
+        assert f"`{name}`" in readme, name
+
+
+def _read(node: RenderedNode, name: str) -> str:
+    return (node.path / name).read_text(encoding="utf-8")
+
+
+def test_env_template_matches_settings(rendered: dict[str, RenderedNode], variant: str) -> None:
+    """Every variable listed is one the node reads, with nothing secret filled in."""
+    node = rendered[variant]
+    pkg = naming().package_name(node.answers["service_name"])
+    fields = run(
+        [
+            "python",
+            "-c",
+            f"from {pkg}.runtime.config import NodeSettings as S; "
+            "print(' '.join(n.upper() for n in S.model_fields))",
+        ],
+        node.path,
+    ).split()
+    listed = re.findall(r"^# ([A-Z][A-Z0-9_]*)=(.*)$", _read(node, ".env.template"), re.M)
+    unknown = sorted({name for name, _ in listed} - set(fields))
+    assert not unknown, f".env.template lists variables NodeSettings does not read: {unknown}"
+    for name, value in listed:
+        if "PASSWORD" in name or name == "DATABASE_URL":
+            assert value == "", f"{name} must not carry a value in .env.template"
+
+
+def test_env_template_covers_settings(rendered: dict[str, RenderedNode], variant: str) -> None:
+    """Across all variants, every NodeSettings field is documented somewhere."""
+    if variant != "reducer":
+        pytest.skip("checked once, on the union of all variants")
+    node = rendered[variant]
+    pkg = naming().package_name(node.answers["service_name"])
+    fields = set(
+        run(
+            [
+                "python",
+                "-c",
+                f"from {pkg}.runtime.config import NodeSettings as S; "
+                "print(' '.join(n.upper() for n in S.model_fields))",
+            ],
+            node.path,
+        ).split()
+    )
+    listed: set[str] = set()
+    for other in rendered.values():
+        listed |= set(re.findall(r"^# ([A-Z][A-Z0-9_]*)=", _read(other, ".env.template"), re.M))
+    assert not fields - listed, f"undocumented settings: {sorted(fields - listed)}"
+
+
+def test_dockerfile_hadolint_clean(rendered: dict[str, RenderedNode], variant: str) -> None:
+    node = rendered[variant]
+    run(["hadolint", "--failure-threshold", "info", "Dockerfile"], node.path)
+    dockerfile = _read(node, "Dockerfile")
+    assert re.search(r"^FROM python:3\.\d+-slim$", dockerfile, re.M)
+    assert re.search(r"^USER \d+", dockerfile, re.M), "must run as a non-root user"
+    assert "HEALTHCHECK" in dockerfile and "/health" in dockerfile
+    assert 'CMD ["python", "start_node.py"]' in dockerfile
+
+
+def test_compose_fragment_valid(rendered: dict[str, RenderedNode], variant: str) -> None:
+    node = rendered[variant]
+    run(
+        ["check-jsonschema", "--builtin-schema", "vendor.compose-spec", "compose.node.yaml"],
+        node.path,
+    )
+    compose = yaml.safe_load(_read(node, "compose.node.yaml"))
+    service = compose["services"][node.answers["service_name"]]
+    assert "healthcheck" in service
+    env = service["environment"]
+    assert env["SERVICE_NAME"] == node.answers["service_name"]
+    if variant == "compute-no-bus":
+        assert "KAFKA_BOOTSTRAP_SERVERS" not in env
+    else:
+        assert env["KAFKA_BOOTSTRAP_SERVERS"] == node.answers["kafka_bootstrap_servers"]
+        assert {"omninode-bridge-redpanda", "omninode-bridge-consul"} <= set(service["depends_on"])

@@ -8,6 +8,7 @@ initdb and postgres refuse to run as root, so as root both run as the `postgres`
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import pwd
 import re
@@ -15,6 +16,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -113,16 +115,11 @@ class PostgresService(Service):
         self._bin = find_bin_dir()
         if os.geteuid() == 0:
             try:
-                account = pwd.getpwnam("postgres")
+                pwd.getpwnam("postgres")
             except KeyError as error:
                 raise MissingToolError(
                     "running as root, PostgreSQL needs the `postgres` system user: " + _INSTALL_HINT
                 ) from error
-            if not _traversable_by(ctx.dev_dir, account.pw_uid, account.pw_gid):
-                raise ServiceStartError(
-                    f"postgres: user `postgres` cannot reach {ctx.dev_dir} "
-                    "(a parent folder lacks o+x); move the project or chmod o+x its parents"
-                )
             self._user = "postgres"
         out = subprocess.run(
             [str(self._bin / "postgres"), "--version"],
@@ -136,15 +133,34 @@ class PostgresService(Service):
             account = pwd.getpwnam(self._user)
             os.chown(path, account.pw_uid, account.pw_gid)
 
+    def _home(self, dev_dir: Path) -> Path:
+        """The cluster folder: .onex-dev/postgres, owned by the user the server runs as.
+
+        When that user cannot reach .onex-dev (a project under /root or a 0700 temp folder),
+        the cluster lives in a folder of the system temp dir and .onex-dev/postgres links to it.
+        """
+        link = dev_dir / "postgres"
+        if self._user is None:
+            link.mkdir(parents=True, exist_ok=True)
+            return link
+        account = pwd.getpwnam(self._user)
+        if link.is_symlink() or _traversable_by(dev_dir, account.pw_uid, account.pw_gid):
+            target = link.resolve() if link.is_symlink() else link
+        else:
+            digest = hashlib.sha256(str(dev_dir).encode()).hexdigest()[:12]
+            target = Path(tempfile.gettempdir()) / f"onex-dev-postgres-{digest}"
+            link.symlink_to(target, target_is_directory=True)
+        target.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._chown(target)
+        return target
+
     def plan(self, ctx: StartContext) -> LaunchPlan:
         assert self._bin is not None, "prepare() first"
         previous = ctx.previous.ports.get("postgres") if ctx.previous else None
         port = choose_port("postgres", self.port, previous, ctx.used_ports, "--postgres-port")
         ctx.used_ports.add(port)
-        home = ctx.dev_dir / "postgres"
+        home = self._home(ctx.dev_dir)
         data = home / "data"
-        home.mkdir(parents=True, exist_ok=True)
-        self._chown(home)
         if not (data / "PG_VERSION").is_file():
             self._initdb(ctx, home, data)
         url = f"postgresql://postgres@127.0.0.1:{port}/{DATABASE_NAME}"

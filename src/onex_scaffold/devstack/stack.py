@@ -292,7 +292,12 @@ class Stack:
             self.store.clear()
             if purge:
                 for sub in ("kafka", "postgres"):
-                    shutil.rmtree(self.dev_dir / sub, ignore_errors=True)
+                    path = self.dev_dir / sub
+                    if path.is_symlink():  # the PostgreSQL cluster may live in the temp dir
+                        shutil.rmtree(path.resolve(), ignore_errors=True)
+                        path.unlink()
+                    else:
+                        shutil.rmtree(path, ignore_errors=True)
                 lines.append(f"removed the Kafka and PostgreSQL data under {self.dev_dir}")
         return lines
 

@@ -105,8 +105,14 @@ def stop(info: ProcessInfo, sig: signal.Signals = signal.SIGTERM, grace_s: float
     are the leader's own children).
     """
     leader_alive = is_running(info)
-    if not leader_alive and not group_members(info.pid):
-        return False
+    if not leader_alive:
+        stat = _read_stat(info.pid)
+        if stat is not None and stat[2] != info.start_ticks:
+            # The PID now belongs to another process. The kernel only recycles a PID once no
+            # process group uses it, so nothing of ours is left either.
+            return False
+        if not group_members(info.pid):
+            return False
     try:
         os.killpg(info.pid, sig)
     except ProcessLookupError:

@@ -1,0 +1,174 @@
+"""Pure parts of the dev stack: parsing, rendering, configuration, port choice."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from onex_scaffold.devstack.errors import MissingToolError, PortBusyError, UnknownServiceError
+from onex_scaffold.devstack.kafka import _kafka_uuid, server_properties
+from onex_scaffold.devstack.ports import choose_port, port_is_free, split_hostport
+from onex_scaffold.devstack.postgres import with_database
+from onex_scaffold.devstack.stack import StackOptions, build_service, wanted_services
+from onex_scaffold.devstack.state import ServiceRecord, StackState, parse_env, render_env
+from onex_scaffold.devstack.tools import cache_dir, parse_java_major, require
+
+
+@pytest.mark.parametrize(
+    ("output", "major"),
+    [
+        ('openjdk version "17.0.15" 2025-04-15', 17),
+        ('java version "1.8.0_392"', 8),
+        ('openjdk version "21" 2023-09-19', 21),
+        ("no version here", None),
+    ],
+)
+def test_parse_java_major(output: str, major: int | None) -> None:
+    assert parse_java_major(output) == major
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("127.0.0.1:9092", ("127.0.0.1", 9092)),
+        ("http://127.0.0.1:8500/", ("127.0.0.1", 8500)),
+        ("localhost", ("localhost", 1234)),
+        ("[::1]:8500", ("::1", 8500)),
+    ],
+)
+def test_split_hostport(address: str, expected: tuple[str, int]) -> None:
+    assert split_hostport(address, 1234) == expected
+
+
+def _state(**env: str) -> StackState:
+    return StackState(
+        services={
+            "kafka": ServiceRecord(
+                name="kafka", kind="tansu", env={"KAFKA_BOOTSTRAP_SERVERS": env["k"]}
+            ),
+            "postgres": ServiceRecord(
+                name="postgres", kind="postgres", env={"DATABASE_URL": env["d"]}
+            ),
+            "consul": ServiceRecord(
+                name="consul", kind="consul", env={"CONSUL_HTTP_ADDR": env["c"]}
+            ),
+        }
+    )
+
+
+def test_env_file_is_ordered_quoted_and_round_trips() -> None:
+    state = _state(k="127.0.0.1:1", c="127.0.0.1:2", d="postgresql://u@h:3/db?x=a b&y='q'")
+    text = render_env(state)
+    keys = [line.split("=", 1)[0] for line in text.splitlines() if not line.startswith("#")]
+    assert keys == ["KAFKA_BOOTSTRAP_SERVERS", "CONSUL_HTTP_ADDR", "DATABASE_URL"]
+    assert parse_env(text) == {
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+        "CONSUL_HTTP_ADDR": "127.0.0.1:2",
+        "DATABASE_URL": "postgresql://u@h:3/db?x=a b&y='q'",
+    }
+
+
+def test_env_file_is_shell_sourceable(tmp_path: Path) -> None:
+    import subprocess
+
+    state = _state(k="127.0.0.1:1", c="127.0.0.1:2", d="postgresql://u@h:3/db?x=a b&y='q'")
+    env_file = tmp_path / "env"
+    env_file.write_text(render_env(state))
+    out = subprocess.run(
+        ["bash", "-c", f'set -a; . "{env_file}"; set +a; printf %s "$DATABASE_URL"'],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert out.stdout == "postgresql://u@h:3/db?x=a b&y='q'"
+
+
+def test_server_properties_single_node_kraft(tmp_path: Path) -> None:
+    props = dict(
+        line.split("=", 1) for line in server_properties(tmp_path, 9092, 9093).splitlines()
+    )
+    assert props["process.roles"] == "broker,controller"
+    assert props["controller.quorum.voters"] == "1@127.0.0.1:9093"
+    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:9092"
+    for key in (
+        "offsets.topic.replication.factor",
+        "transaction.state.log.replication.factor",
+        "transaction.state.log.min.isr",
+        "share.coordinator.state.topic.replication.factor",
+    ):
+        assert props[key] == "1", key
+    assert props["group.initial.rebalance.delay.ms"] == "0"
+    assert props["auto.create.topics.enable"] == "true"
+    assert props["log.cleaner.enable"] == "true"
+    assert props["log.dirs"] == str(tmp_path)
+
+
+def test_kafka_cluster_id_shape() -> None:
+    ids = {_kafka_uuid() for _ in range(200)}
+    assert len(ids) == 200
+    assert all(len(i) == 22 and not i.startswith("-") and "=" not in i for i in ids)
+
+
+def test_choose_port_refuses_a_busy_port_with_the_option_to_change() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert not port_is_free(port)
+        with pytest.raises(PortBusyError, match=rf"port {port} .*--consul-port"):
+            choose_port("consul", port, None, set(), "--consul-port")
+        # A busy previous port is silently replaced by a free one.
+        other = choose_port("consul", None, port, set(), "--consul-port")
+    assert other != port
+
+
+def test_choose_port_keeps_a_free_previous_port_and_avoids_used_ones() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        previous = probe.getsockname()[1]
+    assert choose_port("kafka", None, previous, set(), "--kafka-port") == previous
+    assert choose_port("kafka", None, previous, {previous}, "--kafka-port") != previous
+
+
+def test_with_database_replaces_only_the_path() -> None:
+    url = "postgresql://postgres@127.0.0.1:5432/onex?sslmode=disable"
+    assert with_database(url, "postgres") == (
+        "postgresql://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+    )
+
+
+def test_wanted_services_keeps_optional_services_already_running() -> None:
+    empty = StackState()
+    base = StackOptions(registry=False)
+    assert wanted_services(base, empty) == ["kafka", "consul"]
+    assert wanted_services(StackOptions(postgres=True, registry=False), empty) == [
+        "kafka",
+        "consul",
+        "postgres",
+    ]
+    running = StackState(services={"postgres": ServiceRecord(name="postgres", kind="postgres")})
+    assert "postgres" in wanted_services(base, running)
+
+
+def test_build_service_remembers_the_kafka_kind() -> None:
+    tansu = ServiceRecord(name="kafka", kind="tansu")
+    assert type(build_service("kafka", StackOptions(), tansu)).__name__ == "TansuService"
+    assert type(build_service("kafka", StackOptions(), None)).__name__ == "KafkaService"
+    chosen = build_service("kafka", StackOptions(kafka="apache"), tansu)
+    assert type(chosen).__name__ == "KafkaService"
+    with pytest.raises(UnknownServiceError, match="known services"):
+        build_service("zookeeper", StackOptions(), None)
+
+
+def test_require_names_the_program_and_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(MissingToolError, match=r"`mvn` not found on PATH: install Maven"):
+        require("mvn", "install Maven")
+
+
+def test_cache_dir_honours_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("ONEX_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir("kafka") == tmp_path / "xdg" / "onex-node" / "kafka"
+    monkeypatch.setenv("ONEX_CACHE_DIR", str(tmp_path / "own"))
+    assert cache_dir("consul", "1") == tmp_path / "own" / "consul" / "1"

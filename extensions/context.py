@@ -215,11 +215,43 @@ def _traffic(
     return published, consumed
 
 
+#: Answers ``derive`` reads; the hook runs for every file, path part and question,
+#: so results are cached by these values (a render makes hundreds of contexts).
+_INPUTS = (
+    "node_type",
+    "node_name",
+    "service_name",
+    "domain",
+    "version",
+    "kafka_environment",
+    "kafka_bootstrap_servers",
+    "http_port",
+    "use_postgres",
+    "event_bus_enabled",
+    "state_backend",
+    "aggregation_window_s",
+    "input_events",
+)
+_CACHE: dict[str, dict[str, Any]] = {}
+
+
+def derive_cached(context: Mapping[str, Any]) -> dict[str, Any]:
+    key = repr([(name, context.get(name)) for name in _INPUTS])
+    found = _CACHE.get(key)
+    if found is None:
+        if len(_CACHE) > 256:
+            _CACHE.clear()
+        found = _CACHE[key] = derive(
+            {name: context.get(name) for name in _INPUTS if name in context}
+        )
+    return found
+
+
 class ContextUpdater(ContextHook):
     """Adds the derived names to every render context (files, paths, questions)."""
 
     def hook(self, context: MutableMapping[str, Any]) -> None:
-        context.update(derive(context))
+        context.update(derive_cached(context))
 
 
 # --- validator filters --------------------------------------------------------

@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.json:
         mode = stage.metadata.get("mode")
         changed = result.get("changed_files", [])
-        if mode == "update":
+        if mode in ("update", "regenerate"):
             what = f"updated ({len(changed)} files changed)" if changed else "unchanged"
         else:
             what = f"generated ({len(result['generated_files'])} files)"

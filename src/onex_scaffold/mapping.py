@@ -325,9 +325,7 @@ def _description(collector: _Collector, value: object) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        collector.problem(
-            "description", value, f"must be a string, got {type(value).__name__}"
-        )
+        collector.problem("description", value, f"must be a string, got {type(value).__name__}")
         return None
     if len(value) > MAX_DESCRIPTION_CHARS:
         collector.problem(
@@ -336,9 +334,7 @@ def _description(collector: _Collector, value: object) -> str | None:
         return None
     bad = _bad_characters(value, allow_newlines=True)
     if bad:
-        collector.problem(
-            "description", value, f"must not contain control characters ({bad})"
-        )
+        collector.problem("description", value, f"must not contain control characters ({bad})")
         return None
     return value
 

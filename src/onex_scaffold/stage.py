@@ -314,9 +314,7 @@ def _free_text_fragments(answers: Mapping[str, Any]) -> list[str]:
     return sorted(fragments, key=len, reverse=True)
 
 
-def _check_rendered(
-    job: _Job, root: Path, answers: Mapping[str, Any], files: list[str]
-) -> None:
+def _check_rendered(job: _Job, root: Path, answers: Mapping[str, Any], files: list[str]) -> None:
     package = answers["package_name"]
     with job.gate("G4", "required_files") as _notes:
         missing = [
@@ -357,14 +355,10 @@ def _check_rendered(
             if any(marker in text for marker in _JINJA_MARKERS):
                 leftovers.append(rel)
         if leftovers:
-            raise _GateFailed(
-                "unrendered Jinja ('{{' or '{%') left in " + ", ".join(leftovers)
-            )
+            raise _GateFailed("unrendered Jinja ('{{' or '{%') left in " + ", ".join(leftovers))
 
 
-def _check_answers(
-    job: _Job, root: Path, answers: Mapping[str, Any], src: str
-) -> dict[str, Any]:
+def _check_answers(job: _Job, root: Path, answers: Mapping[str, Any], src: str) -> dict[str, Any]:
     with job.gate("G7", "answers_recorded") as _notes:
         try:
             recorded = yaml.safe_load((root / ANSWERS_FILE).read_text(encoding="utf-8"))
@@ -372,9 +366,7 @@ def _check_answers(
             raise _GateFailed(f"{ANSWERS_FILE} cannot be read: {error}") from error
         if not isinstance(recorded, dict):
             raise _GateFailed(f"{ANSWERS_FILE} is not a mapping")
-        wrong = [
-            key for key, value in _copier_data(answers).items() if recorded.get(key) != value
-        ]
+        wrong = [key for key, value in _copier_data(answers).items() if recorded.get(key) != value]
         if wrong:
             raise _GateFailed(
                 f"{ANSWERS_FILE} does not hold the given answers for {', '.join(wrong)}; "
@@ -388,12 +380,11 @@ def _check_answers(
         return recorded
 
 
-def _run_copier(
-    action: Callable[[], Any], src: str, vcs_ref: str | None
-) -> list[str]:
-    """Run one Copier call under the lock; returns the text of warnings it emitted."""
-    from copier.errors import CopierError  # lazy: importing copier costs ~0.25 s
+def _run_copier(action: Callable[[], Any], src: str, vcs_ref: str | None) -> list[str]:
+    """Run one render call under the lock; returns the text of dirty-template warnings."""
     from plumbum import local
+
+    from onex_scaffold.render import RenderError
 
     # Copier commits in its own temporary repositories during updates; give those commits
     # an identity so they work without a user git config (CI, containers).
@@ -401,15 +392,9 @@ def _run_copier(
         warnings.simplefilter("always")
         try:
             action()
-        except (CopierError, ValueError, OSError, subprocess.CalledProcessError) as error:
+        except RenderError as error:
             raise _GateFailed(
-                f"Copier failed rendering {src} at {vcs_ref or 'its newest tag'}: "
-                f"{type(error).__name__}: {error}"
-            ) from error
-        except Exception as error:
-            # plumbum's ProcessExecutionError (git) and Jinja errors have no common base.
-            raise _GateFailed(
-                f"Copier failed rendering {src}: {type(error).__name__}: {error}"
+                f"rendering {src} at {vcs_ref or 'its newest tag'} failed: {error}"
             ) from error
     return [str(item.message) for item in caught if "Dirty" in type(item.message).__name__]
 
@@ -426,24 +411,14 @@ def _create(
     vcs_ref: str | None,
 ) -> tuple[Path, list[str], list[str]]:
     """Render a new node beside ``target``; returns (staged folder, files, changed)."""
-    from copier import run_copy
+    from onex_scaffold.render import render_node
 
     staging_root = Path(tempfile.mkdtemp(prefix=f".{target.name}.onex-new-", dir=target.parent))
     staged = staging_root / "node"
     try:
         with job.gate("G3", "template_render") as notes:
             dirty = _run_copier(
-                lambda: run_copy(
-                    src,
-                    staged,
-                    data=_copier_data(answers),
-                    vcs_ref=vcs_ref,
-                    defaults=True,
-                    unsafe=True,
-                    quiet=True,
-                    overwrite=True,
-                    cleanup_on_error=True,
-                ),
+                lambda: render_node(staged, _copier_data(answers), template=src, vcs_ref=vcs_ref),
                 src,
                 vcs_ref,
             )
@@ -481,15 +456,45 @@ def _dirty_under(folder: Path) -> list[str]:
     return [line[3:] for line in status.splitlines() if line.strip()]
 
 
+def _missing_merge_base(recorded: Mapping[str, Any], template_dir: Path | None) -> str | None:
+    """Why ``copier update`` cannot run for this node (no base to merge from), or None."""
+    commit = recorded.get("_commit")
+    if not isinstance(commit, str) or not commit:
+        return "the node records no template commit (its template was not a git repository)"
+    if template_dir is None:
+        return None  # a URL: Copier fetches it and checks the commit itself
+    if _git_toplevel(template_dir) is None:
+        return f"the template {template_dir} is not a git repository"
+    found = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", "--end-of-options", f"{commit}^{{commit}}"],
+        cwd=template_dir,
+        capture_output=True,
+        check=False,
+    )
+    if found.returncode != 0:
+        return (
+            f"template commit {commit!r} is not in {template_dir} (the node was made from "
+            "uncommitted template changes, or the template history changed)"
+        )
+    return None
+
+
 def _update(
     job: _Job,
     target: Path,
     answers: dict[str, Any],
     src: str,
     vcs_ref: str | None,
+    no_merge_base: str | None,
 ) -> tuple[Path, list[str], list[str]]:
-    """Stage ``copier update`` on a copy; returns (staging root, files, changed files)."""
-    from copier import run_update
+    """Stage the update on a copy; returns (staging root, files, changed files).
+
+    With a merge base this is ``copier update`` (3-way merge, conflicts inline). Without
+    one (``no_merge_base`` says why) the node is re-rendered over the copy with its
+    recorded answers plus the new ones: template-owned files are replaced, owner-owned
+    files (``_skip_if_exists``) are kept, nothing is deleted.
+    """
+    from onex_scaffold.render import leftovers, render_node, update_node
 
     dirty = _dirty_under(target)
     if dirty:
@@ -498,14 +503,10 @@ def _update(
             f"{target} has uncommitted changes ({shown}); commit or stash them first, "
             "so the template's changes can be reviewed on their own with git diff"
         )
-    staging_root = Path(
-        tempfile.mkdtemp(prefix=f".{target.name}.onex-update-", dir=target.parent)
-    )
+    staging_root = Path(tempfile.mkdtemp(prefix=f".{target.name}.onex-update-", dir=target.parent))
     staged = staging_root / "node"
     try:
-        shutil.copytree(
-            target, staged, symlinks=True, ignore=shutil.ignore_patterns(*_COPY_IGNORE)
-        )
+        shutil.copytree(target, staged, symlinks=True, ignore=shutil.ignore_patterns(*_COPY_IGNORE))
         # A private repository: Copier's update needs a clean git work tree, and the
         # user's own repository (if any) is never touched by the merge.
         _point_answers_at(staged / ANSWERS_FILE, src)
@@ -513,31 +514,46 @@ def _update(
         _git(staged, "add", "-A")
         _git(staged, "commit", "-q", "--no-verify", "--allow-empty", "-m", "before update")
         with job.gate("G3", "template_render") as notes:
-            dirty_template = _run_copier(
-                lambda: run_update(
-                    staged,
-                    data=_copier_data(answers),
-                    vcs_ref=vcs_ref,
-                    defaults=True,
-                    unsafe=True,
-                    quiet=True,
-                    overwrite=True,
-                    conflict="inline",
-                    skip_answered=False,
-                ),
-                src,
-                vcs_ref,
-            )
-            notes.append("copier update ran")
+            if no_merge_base is None:
+                dirty_template = _run_copier(
+                    lambda: update_node(
+                        staged, data=_copier_data(answers), vcs_ref=vcs_ref, conflict="inline"
+                    ),
+                    src,
+                    vcs_ref,
+                )
+                notes.append("copier update ran")
+            else:
+                previous = {
+                    key: value
+                    for key, value in _recorded_answers(staged).items()
+                    if not key.startswith("_")
+                }
+                data = {**previous, **_copier_data(answers)}
+                dirty_template = _run_copier(
+                    lambda: render_node(
+                        staged, data, template=src, vcs_ref=vcs_ref, overwrite=True
+                    ),
+                    src,
+                    vcs_ref,
+                )
+                notes.append(f"re-rendered without a merge base: {no_merge_base}")
         job.metadata["template_dirty"] = bool(dirty_template)
         with job.gate("G3b", "update_conflicts") as notes:
             changed, conflicts = _staged_changes(staged)
-            if conflicts:
+            problems = leftovers(staged)
+            if conflicts or problems:
+                listed = problems + [
+                    f"{path}: conflict markers"
+                    for path in conflicts
+                    if not any(p.startswith(f"{path}:") for p in problems)
+                ]
                 raise _GateFailed(
-                    "the update left conflicts to resolve by hand in "
-                    + ", ".join(conflicts)
-                    + "; the node folder was left as it was"
+                    "the update conflicts with changes made in the node, so nothing was "
+                    f"changed in {target}; conflicting files: " + "; ".join(listed)
                 )
+            if no_merge_base is not None and changed == [ANSWERS_FILE]:
+                changed = _drop_draft_commit_change(target, staged, changed)
             notes.append(f"{len(changed)} files changed")
         shutil.rmtree(staged / ".git")
         files = _relative_files(staged)
@@ -546,6 +562,22 @@ def _update(
     except BaseException:
         shutil.rmtree(staging_root, ignore_errors=True)
         raise
+
+
+def _drop_draft_commit_change(target: Path, staged: Path, changed: list[str]) -> list[str]:
+    """Nothing but a new draft ``_commit`` changed: keep the node as it is.
+
+    A template with uncommitted changes gets a new throw-away commit id on every render,
+    which says nothing about the node; rewriting the answers file for it would make
+    every re-run look like a change.
+    """
+    old, new = _recorded_answers(target), _recorded_answers(staged)
+    old.pop("_commit", None)
+    new.pop("_commit", None)
+    if old == new:
+        shutil.copy2(target / ANSWERS_FILE, staged / ANSWERS_FILE)
+        return []
+    return changed
 
 
 def _staged_changes(staged: Path) -> tuple[list[str], list[str]]:
@@ -670,7 +702,7 @@ def _run(
         with job.gate("G2", "output_location") as notes:
             target = Path(os.fspath(output_directory)).expanduser().absolute()
             target = target.parent.resolve() / target.name
-            mode = _check_target(target)
+            mode: str = _check_target(target)
             target.parent.mkdir(parents=True, exist_ok=True)
             notes.append(f"{mode} {target}")
         with job.gate("G2b", "template_available") as _notes:
@@ -683,12 +715,18 @@ def _run(
             ref = vcs_ref if vcs_ref is not None else default_vcs_ref(template_dir)
         job.metadata.update(mode=mode, template=src, vcs_ref=ref, answers=_copier_data(answers))
 
-        work = _update if mode == "update" else _create
-        staging_root, files, changed = work(job, target, answers, src, ref)
+        if mode == "update":
+            no_merge_base = _missing_merge_base(_recorded_answers(target), template_dir)
+            if no_merge_base is not None:
+                mode = "regenerate"
+                job.metadata["mode"] = mode
+            staging_root, files, changed = _update(job, target, answers, src, ref, no_merge_base)
+        else:
+            staging_root, files, changed = _create(job, target, answers, src, ref)
         try:
             recorded = _check_answers(job, staging_root / "node", answers, src)
             with job.gate("G8", "install") as notes:
-                if mode == "update":
+                if mode != "create":
                     _install_update(staging_root, target, changed)
                     notes.append(f"{len(changed)} files changed" if changed else "no change")
                 else:
@@ -701,14 +739,16 @@ def _run(
             if job.metadata.get("template_dirty"):
                 notes.append(
                     "the template had uncommitted changes: the node records a commit that "
-                    "exists only in Copier's clone, so it cannot be updated later; commit "
-                    "the template and generate again"
+                    "exists only in Copier's clone, so later runs cannot 3-way merge "
+                    "template changes with edits to template-owned files (they re-render)"
                 )
             if not recorded.get("_commit"):
                 notes.append(
-                    "the template is not a git repository: the node cannot be updated "
-                    "with copier update; pass a git template (path or URL)"
+                    "the template is not a git repository: later runs re-render "
+                    "template-owned files instead of merging; use a git template to merge"
                 )
+            if mode == "regenerate" and changed:
+                notes.append("re-rendered without a merge base; replaced " + ", ".join(changed))
         package = answers["package_name"]
         result.update(
             _outputs(target, package),

@@ -142,7 +142,7 @@ def test_default_version_and_given_version() -> None:
 
 
 def test_description_free_text_is_kept_verbatim() -> None:
-    text = 'Quotes " \' """ \'\'\' {{ x }} {% if %} : - &a !!python/object é 漢字\nline 2'
+    text = "Quotes \" ' \"\"\" ''' {{ x }} {% if %} : - &a !!python/object é 漢字\nline 2"
     assert map_parsed_data(base(description=text)).answers["description"] == text
 
 

@@ -22,7 +22,8 @@ ANSWERS = {
     "node_name": "LedgerWriter",
     "service_name": "ledger-writer",
     "domain": "finance",
-    "description": "Writes ledger entries.",
+    # Jinja in an answer must stay text on update too (answers are not re-rendered).
+    "description": "Writes ledger entries {{ 7 * 191 }}.",
 }
 OWNER_EDIT = '\n\ndef owner_business_rule() -> str:\n    return "kept across updates"\n'
 
@@ -50,6 +51,8 @@ def _project_at_1_0_0(template: Path, dst: Path) -> Path:
 def _check_updated(project: Path, output: str) -> None:
     answers = read_answers(project)
     assert answers["_commit"] == "1.1.0"
+    assert answers["description"] == ANSWERS["description"]
+    assert "1337" not in (project / "contract.yaml").read_text(encoding="utf-8")
     # The template-owned change arrived.
     assert NEW_README_LINE in (project / "README.md").read_text(encoding="utf-8")
     assert NEW_ENV_VARIABLE in (project / ".env.template").read_text(encoding="utf-8")

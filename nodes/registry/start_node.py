@@ -30,7 +30,8 @@ async def run() -> int:
     def on_signal(signum: int) -> None:
         received.append(signum)
         if len(received) > 1:
-            log.warning("second %s: exiting without finishing the graceful stop", signal.Signals(signum).name)
+            name = signal.Signals(signum).name
+            log.warning("second %s: exiting without finishing the graceful stop", name)
             os._exit(128 + signum)
         log.info("%s received: stopping gracefully", signal.Signals(signum).name)
         stop.set()

@@ -72,12 +72,13 @@ class TopicSetupError(RuntimeError):
 
 
 def ensure_discovery_topics(
-    kafka_config: Mapping[str, Any], environment: str, timeout_s: float = 10.0
+    kafka_config: Mapping[str, Any], environment: str, timeout_s: float = 2.0
 ) -> list[str]:
     """Create the discovery topics that are missing; make the introspection topic compacted.
 
     The registry does this at start, before any node can rely on it. Returns what it changed.
-    Blocking: run it in a thread.
+    Blocking: run it in a thread. The timeout is short because a blocked librdkafka call
+    cannot be cancelled, and a stopping registry waits for it; the caller retries.
     """
     admin = AdminClient(dict(kafka_config))
     topics = naming.discovery_topics(environment)
@@ -192,7 +193,17 @@ class DiscoveryConsumer:
 
     async def run(self) -> None:
         try:
-            await self._call(self._open)
+            attempt = 0
+            while True:
+                try:
+                    await self._call(self._open)
+                    break
+                except (KafkaException, TopicSetupError) as error:
+                    # e.g. NOT_LEADER right after the topics were created: try again shortly.
+                    attempt += 1
+                    delay = min(0.2 * 2**attempt, 5.0)
+                    log.info("discovery consumer not ready (%s); retrying in %.1fs", error, delay)
+                    await asyncio.sleep(delay)
             while True:
                 batch: list[Message] = await self._call(self._poll)
                 if batch:
@@ -206,14 +217,21 @@ class DiscoveryConsumer:
 
     def _open(self) -> None:
         consumer = Consumer(self._config)
-        metadata = consumer.list_topics(timeout=10.0)
+        try:
+            self._assign(consumer)
+        except BaseException:
+            consumer.close()
+            raise
+        self._consumer = consumer
+
+    def _assign(self, consumer: Consumer) -> None:
+        metadata = consumer.list_topics(timeout=5.0)
         assignment: list[TopicPartition] = []
         intro = self.topics["introspection"]
         for role in ("introspection", "heartbeat", "shutdown"):
             name = self.topics[role]
             topic_meta = metadata.topics.get(name)
             if topic_meta is None or topic_meta.error is not None:
-                consumer.close()
                 raise TopicSetupError(
                     f"topic {name} is missing; the registry creates it at start, check the broker"
                 )
@@ -221,19 +239,18 @@ class DiscoveryConsumer:
             assignment += [TopicPartition(name, p, start) for p in topic_meta.partitions]
         intro_parts = [tp for tp in assignment if tp.topic == intro]
         committed = consumer.committed(
-            [TopicPartition(intro, tp.partition) for tp in intro_parts], timeout=10.0
+            [TopicPartition(intro, tp.partition) for tp in intro_parts], timeout=5.0
         )
         self._watermarks = {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
         # Empty partitions send no EOF event, so only wait for those holding records.
         self._pending_eof = set()
         for tp in intro_parts:
             low, high = consumer.get_watermark_offsets(
-                TopicPartition(intro, tp.partition), timeout=10.0
+                TopicPartition(intro, tp.partition), timeout=5.0
             )
             if high > low:
                 self._pending_eof.add(tp.partition)
         consumer.assign(assignment)
-        self._consumer = consumer
 
     def _poll(self) -> list[Message]:
         assert self._consumer is not None

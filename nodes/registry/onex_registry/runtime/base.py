@@ -21,6 +21,7 @@ from . import naming
 from .config import NodeSettings
 from .consumer import ConsumedMessage, EventConsumer
 from .events import (
+    HealthStatus,
     ModelIntrospectionRequest,
     ModelNodeCapabilities,
     ModelNodeHeartbeatEvent,
@@ -288,9 +289,16 @@ class NodeBase:
         if self._initialized:
             return
         self._initialized = True
-        await self.health.start()
-        await self.open_resources()
-        await self.on_start()
+        try:
+            await self.health.start()
+            await self.open_resources()
+            await self.on_start()
+        except BaseException:
+            # Leave nothing running behind a failed start (the caller exits or retries).
+            self._initialized = False
+            await self.close_resources()
+            await self.health.stop()
+            raise
         self.context.spawn(self._connect_and_run(), name="kafka-connect")
         try:
             await asyncio.wait_for(self.connected.wait(), self.settings.kafka_connect_wait_s)
@@ -423,7 +431,7 @@ class NodeBase:
 
     async def heartbeat(self) -> None:
         reasons = self.readiness_reasons()
-        status = (
+        status: HealthStatus = (
             "healthy" if not reasons else "degraded" if self.connected.is_set() else "unhealthy"
         )
         event = ModelNodeHeartbeatEvent(

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from . import naming
 from .base import NodeBase
 from .consumer import ConsumedMessage
-from .events import ModelEventEnvelope
+from .events import ModelEventEnvelope, ModelEventSource
 from .publisher import PublishError
 from .resilience import CircuitOpenError
 
@@ -27,6 +27,24 @@ class Command:
 
     envelope: ModelEventEnvelope
     message: ConsumedMessage
+
+    @classmethod
+    def from_payload(
+        cls,
+        payload: Mapping[str, Any],
+        *,
+        topic: str = "test",
+        correlation_id: uuid.UUID | None = None,
+    ) -> Command:
+        """A command as if it had arrived from Kafka (for tests and in-process calls)."""
+        envelope = ModelEventEnvelope(
+            event_type="test.command",
+            correlation_id=correlation_id or uuid.uuid4(),
+            source=ModelEventSource(service="in-process", instance_id="local"),
+            payload=dict(payload),
+        )
+        message = ConsumedMessage(topic, 0, 0, None, envelope.to_bytes(), envelope)
+        return cls(envelope, message)
 
     @property
     def payload(self) -> dict[str, Any]:

@@ -246,7 +246,7 @@ class EventConsumer:
         raw_key = message.key()
         key = raw_key.decode("utf-8", errors="replace") if isinstance(raw_key, bytes) else raw_key
         value = message.value()
-        headers = {k: v or b"" for k, v in (message.headers() or [])}
+        headers = _headers(message)
         if value is None:
             if not self.accept_tombstones:
                 return True
@@ -335,3 +335,9 @@ class EventConsumer:
             if self._stopping.is_set():
                 return False
             await asyncio.sleep(backoff_delay(attempt, 0.5, 10.0))
+
+
+def _headers(message: Message) -> dict[str, bytes]:
+    raw = message.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return {k: v.encode() if isinstance(v, str) else (v or b"") for k, v in pairs}

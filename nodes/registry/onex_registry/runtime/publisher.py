@@ -25,7 +25,7 @@ from .resilience import BreakerState, CircuitBreaker, CircuitOpenError, backoff_
 
 log = logging.getLogger(__name__)
 
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, str | bytes | None]]
 
 
 class PublishError(RuntimeError):

@@ -39,6 +39,7 @@ concurrently, and this module never depends on the working directory itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -612,9 +613,15 @@ def _staged_changes(staged: Path) -> tuple[list[str], list[str]]:
 def _install_new(staging_root: Path, target: Path) -> None:
     """Rename the staged node to ``target`` (absent or an empty folder)."""
     staged = staging_root / "node"
-    if target.exists():
-        target.rmdir()  # only an empty folder gets here; rmdir refuses anything else
-    os.rename(staged, target)
+    try:
+        if target.exists():
+            target.rmdir()  # only an empty folder gets here; rmdir refuses anything else
+        os.rename(staged, target)
+    except OSError as error:
+        raise _GateFailed(
+            f"{target} changed while the node was rendered (something else wrote there); "
+            f"nothing was installed: {error.strerror}"
+        ) from error
     staging_root.rmdir()
 
 
@@ -671,6 +678,48 @@ def _outputs(target: Path, package: str) -> dict[str, str]:
     }
 
 
+def _render_and_install(
+    job: _Job,
+    target: Path,
+    answers: dict[str, Any],
+    src: str,
+    template_dir: Path | None,
+    ref: str | None,
+    mode: str,
+) -> tuple[list[str], list[str], dict[str, Any], str]:
+    """Stage, check and install; returns (changed files, all files, recorded answers, mode)."""
+    if mode == "update":
+        no_merge_base = _missing_merge_base(_recorded_answers(target), template_dir)
+        if no_merge_base is not None:
+            mode = "regenerate"
+            job.metadata["mode"] = mode
+        staging_root, files, changed = _update(job, target, answers, src, ref, no_merge_base)
+    else:
+        staging_root, files, changed = _create(job, target, answers, src, ref)
+    try:
+        recorded = _check_answers(job, staging_root / "node", answers, src)
+        with job.gate("G8", "install") as notes:
+            if mode != "create":
+                _install_update(staging_root, target, changed)
+                notes.append(f"{len(changed)} files changed" if changed else "no change")
+            else:
+                _install_new(staging_root, target)
+                notes.append(f"moved into {target}")
+    finally:
+        shutil.rmtree(staging_root, ignore_errors=True)
+    return changed, files, recorded, mode
+
+
+_TARGET_LOCKS: dict[Path, threading.Lock] = {}
+_TARGET_LOCKS_GUARD = threading.Lock()
+
+
+def _target_lock(target: Path) -> threading.Lock:
+    """One run at a time per output folder in this process."""
+    with _TARGET_LOCKS_GUARD:
+        return _TARGET_LOCKS.setdefault(target, threading.Lock())
+
+
 def _run(
     generation_result: Mapping[str, Any] | None,
     parsed_data: object,
@@ -682,10 +731,19 @@ def _run(
     """The whole stage, synchronously. Never raises for bad data or failed gates."""
     stage = PipelineStage(status="running", start_time=_now())
     started = time.perf_counter()
-    result: dict[str, Any] = dict(generation_result or {})
+    result: dict[str, Any] = {}
     job = _Job()
+    created_parents: list[Path] = []
     try:
         with job.gate("G1", "input_validation"):
+            if generation_result is not None and not isinstance(generation_result, Mapping):
+                problem = Problem(
+                    "generation_result",
+                    safe_repr(generation_result),
+                    f"must be a dict or None, got {type(generation_result).__name__}",
+                )
+                raise _GateFailed(str(InvalidParsedData([problem])), [problem])
+            result.update(generation_result or {})
             try:
                 mapped = map_parsed_data(parsed_data, generation_result)
             except InvalidParsedData as error:
@@ -703,7 +761,6 @@ def _run(
             target = Path(os.fspath(output_directory)).expanduser().absolute()
             target = target.parent.resolve() / target.name
             mode: str = _check_target(target)
-            target.parent.mkdir(parents=True, exist_ok=True)
             notes.append(f"{mode} {target}")
         with job.gate("G2b", "template_available") as _notes:
             if template is None and mode == "update":
@@ -715,25 +772,19 @@ def _run(
             ref = vcs_ref if vcs_ref is not None else default_vcs_ref(template_dir)
         job.metadata.update(mode=mode, template=src, vcs_ref=ref, answers=_copier_data(answers))
 
-        if mode == "update":
-            no_merge_base = _missing_merge_base(_recorded_answers(target), template_dir)
-            if no_merge_base is not None:
-                mode = "regenerate"
-                job.metadata["mode"] = mode
-            staging_root, files, changed = _update(job, target, answers, src, ref, no_merge_base)
-        else:
-            staging_root, files, changed = _create(job, target, answers, src, ref)
+        created_parents = [p for p in reversed(target.parents) if not p.exists()]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lock = _target_lock(target)
+        if not lock.acquire(blocking=False):
+            raise _GateFailed(
+                f"another Stage 4.5 run is writing {target} right now; wait for it to finish"
+            )
         try:
-            recorded = _check_answers(job, staging_root / "node", answers, src)
-            with job.gate("G8", "install") as notes:
-                if mode != "create":
-                    _install_update(staging_root, target, changed)
-                    notes.append(f"{len(changed)} files changed" if changed else "no change")
-                else:
-                    _install_new(staging_root, target)
-                    notes.append(f"moved into {target}")
+            changed, files, recorded, mode = _render_and_install(
+                job, target, answers, src, template_dir, ref, mode
+            )
         finally:
-            shutil.rmtree(staging_root, ignore_errors=True)
+            lock.release()
 
         with job.gate("G9", "template_source", "warning") as notes:
             if job.metadata.get("template_dirty"):
@@ -773,6 +824,10 @@ def _run(
     except Exception as error:  # the pipeline treats Stage 4.5 failures as non-fatal
         stage.status = "failed"
         stage.error = f"unexpected {type(error).__name__}: {error}"
+    if stage.status != "completed":
+        for parent in reversed(created_parents):  # folders this run made, deepest first
+            with contextlib.suppress(OSError):
+                parent.rmdir()
     stage.validation_gates = job.gates
     stage.metadata = job.metadata
     stage.end_time = _now()

@@ -249,3 +249,58 @@ async def test_every_node_type(
     answers = read_yaml(result["answers_file"])
     assert answers["node_type"] == node_type
     assert answers["actions"]  # the type's defaults
+
+
+async def test_missing_parent_folders_are_created_and_removed_on_failure(
+    template_repo: Path, parsed_data: dict[str, Any], tmp_path: Path
+):
+    out = tmp_path / "a" / "b" / "node"
+    stage, _ = await stage_4_5_event_bus_integration(
+        {},
+        parsed_data,
+        output_directory=out,
+        template=template_repo,
+        extra_answers={"http_port": 1},
+    )
+    assert stage.status == "failed"
+    assert not (tmp_path / "a").exists()
+
+    stage, _ = await stage_4_5_event_bus_integration(
+        {}, parsed_data, output_directory=out, template=template_repo
+    )
+    assert stage.status == "completed", stage.error
+
+
+@pytest.mark.parametrize("generation_result", ["NodeX", ["node_name"], 3])
+async def test_wrong_generation_result_type_is_a_problem(
+    generation_result: Any, parsed_data: dict[str, Any], tmp_path: Path
+):
+    stage, result = await stage_4_5_event_bus_integration(
+        generation_result, parsed_data, output_directory=tmp_path / "n"
+    )
+    assert stage.status == "failed"
+    assert stage.metadata["problems"][0]["field"] == "generation_result"
+    assert result == {}
+
+
+async def test_two_runs_into_the_same_folder_do_not_mix(
+    template_repo: Path, parsed_data: dict[str, Any], tmp_path: Path
+):
+    out = tmp_path / "same"
+    other = {**parsed_data, "service_name": "other-writer"}
+    (a, _), (b, _) = await asyncio.gather(
+        stage_4_5_event_bus_integration(
+            {}, parsed_data, output_directory=out, template=template_repo
+        ),
+        stage_4_5_event_bus_integration({}, other, output_directory=out, template=template_repo),
+    )
+    # Usually the second run is refused while the first writes; on a slow machine it may
+    # instead start after the first finished and then update that node. Never both write.
+    assert "completed" in (a.status, b.status)
+    if "failed" in (a.status, b.status):
+        loser = a if a.status == "failed" else b
+        assert "another Stage 4.5 run" in (loser.error or "")
+        assert len([p for p in ("postgres_writer", "other_writer") if (out / p).exists()]) == 1
+    else:
+        assert {a.metadata["mode"], b.metadata["mode"]} == {"create", "update"}
+    assert leftovers_beside(out) == []

@@ -157,6 +157,6 @@ def env_vars(answers: Mapping[str, Any]) -> list[dict[str, Any]]:
                 g,
                 "REDUCER_STATE_PATH",
                 "",
-                "SQLite file for the state (default: ./<package>_state.sqlite3)",
+                f"SQLite file for the state (default: data/{service}.sqlite3)",
             )
     return out

@@ -18,7 +18,7 @@ import keyword
 import re
 import sys
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -374,28 +374,24 @@ def map_parsed_data(
             "parsed_data", parsed_data, f"must be an object/dict, got {type(parsed_data).__name__}"
         )
         raise InvalidParsedData(collector.problems)
-    for key in _REQUIRED:
-        if parsed_data.get(key) is None:
-            collector.problems.append(Problem(key, "nothing", "is required"))
     for key in parsed_data:
         if key not in _KNOWN:
             collector.warnings.append(f"parsed_data key {safe_repr(key)} is not used")
 
-    node_type = (
-        _node_type(collector, parsed_data["node_type"])
-        if parsed_data.get("node_type") is not None
-        else None
-    )
-    service_name = (
-        _service_name(collector, parsed_data["service_name"])
-        if parsed_data.get("service_name") is not None
-        else None
-    )
-    domain = (
-        _identifier(collector, "domain", parsed_data["domain"], "domain", "_")
-        if parsed_data.get("domain") is not None
-        else None
-    )
+    validators: dict[str, Callable[[object], str | None]] = {
+        "node_type": lambda value: _node_type(collector, value),
+        "service_name": lambda value: _service_name(collector, value),
+        "domain": lambda value: _identifier(collector, "domain", value, "domain", "_"),
+    }
+    required: dict[str, str | None] = {}
+    for key in _REQUIRED:  # in this order, so problems read top to bottom
+        value = parsed_data.get(key)
+        if value is None:
+            collector.problems.append(Problem(key, "nothing", "is required"))
+            required[key] = None
+        else:
+            required[key] = validators[key](value)
+    node_type, service_name, domain = (required[key] for key in _REQUIRED)
     raw_name = (generation_result or {}).get("node_name")
     node_name = _node_name(collector, raw_name, node_type, service_name)
     description = _description(collector, parsed_data.get("description"))

@@ -199,3 +199,50 @@ def discovery_topics(environment: str) -> dict[str, str]:
         "shutdown": shutdown_topic(environment),
         "introspection_request": introspection_request_topic(environment),
     }
+
+
+# ---------------------------------------------------------------------------
+# A node's own topics, by node type. The runtime publishes and consumes exactly
+# these; the generator uses the same function for contract.yaml and the README.
+# ---------------------------------------------------------------------------
+
+#: Outcome names of each node type's own events (``node_event_topic`` suffixes).
+OUTCOMES: Final[dict[str, tuple[str, ...]]] = {
+    "effect": ("completed", "failed"),
+    "compute": ("completed", "failed"),
+    "reducer": ("state-updated",),
+    "orchestrator": ("workflow-completed", "failed"),
+}
+
+
+def reducer_input_topic(environment: str, event_name: str) -> str:
+    """A reducer input named in the ``input_events`` answer, e.g. ``order-placed``."""
+    return topic(environment, "evt", event_name)
+
+
+def node_topics(
+    environment: str,
+    service_name: str,
+    node_type: str,
+    input_events: tuple[str, ...] | list[str] = (),
+) -> dict[str, str]:
+    """Every topic a node of ``node_type`` uses, by role.
+
+    Roles: ``command`` (consumed by effect, compute and orchestrator nodes), one
+    entry per outcome in ``OUTCOMES`` keyed by its snake_case name (published),
+    ``input:<event>`` for each reducer input (consumed), and the discovery topics.
+    """
+    if node_type not in OUTCOMES:
+        raise ValueError(
+            f"unknown node type {node_type!r}; expected one of {', '.join(NODE_TYPES)}"
+        )
+    topics: dict[str, str] = {}
+    if node_type != "reducer":
+        topics["command"] = command_topic(environment, service_name)
+    for outcome in OUTCOMES[node_type]:
+        topics[snake_case(outcome)] = node_event_topic(environment, service_name, outcome)
+    if node_type == "reducer":
+        for name in input_events:
+            topics[f"input:{name}"] = reducer_input_topic(environment, name)
+    topics.update(discovery_topics(environment))
+    return topics

@@ -1,0 +1,461 @@
+"""Publishing with confirmed delivery, bounded retries, a circuit breaker and a dead-letter topic.
+
+confluent-kafka's ``Producer`` is driven by one background thread that calls
+``poll()``; delivery reports resolve asyncio futures through
+``loop.call_soon_threadsafe``, so ``await publish(...)`` returns only once the
+broker has acknowledged the record (acks=all) and never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import uuid
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from . import naming
+from .events import ModelDeadLetter, ModelEventEnvelope, ModelEventSource
+from .metrics import Metrics
+from .resilience import BreakerState, CircuitBreaker, CircuitOpenError, backoff_delay
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, str | bytes | None]]
+
+
+class PublishError(RuntimeError):
+    """An event could not be published after all retries (it may have been dead-lettered)."""
+
+    def __init__(self, message: str, *, topic: str, attempts: int, dead_lettered: bool) -> None:
+        super().__init__(message)
+        self.topic = topic
+        self.attempts = attempts
+        self.dead_lettered = dead_lettered
+
+
+class DeliveryError(RuntimeError):
+    """The broker did not confirm one produce attempt."""
+
+    def __init__(self, error: KafkaError | str) -> None:
+        super().__init__(str(error))
+        self.kafka_error = error if isinstance(error, KafkaError) else None
+
+    @property
+    def retriable(self) -> bool:
+        err = self.kafka_error
+        if err is None:
+            return True
+        # Records that can never fit or are refused by policy will not succeed on retry.
+        return err.code() not in (
+            KafkaError.MSG_SIZE_TOO_LARGE,
+            KafkaError.INVALID_RECORD,
+            KafkaError.TOPIC_AUTHORIZATION_FAILED,
+            KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        )
+
+
+def cloudevents_headers(envelope: ModelEventEnvelope) -> Headers:
+    """CloudEvents 1.0 Kafka binary-mode attributes, so CloudEvents consumers can read our
+    events. The record value (the CloudEvent's data) is the whole JSON envelope."""
+    headers: Headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", str(envelope.event_id).encode()),
+        ("ce_source", f"/onex/{envelope.source.service}/{envelope.source.instance_id}".encode()),
+        ("ce_type", envelope.event_type.encode()),
+        ("ce_time", envelope.timestamp.isoformat().encode()),
+        ("ce_correlationid", str(envelope.correlation_id).encode()),
+        ("content-type", b"application/json"),
+    ]
+    if envelope.causation_id is not None:
+        headers.append(("ce_causationid", str(envelope.causation_id).encode()))
+    return headers
+
+
+class EventPublisher:
+    """Publishes ``ModelEventEnvelope`` events to Kafka and awaits the broker's confirmation."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        service_name: str,
+        instance_id: str,
+        max_retries: int = 3,
+        enable_dlq: bool = True,
+        *,
+        default_topic: str | None = None,
+        backoff_s: float = 0.5,
+        backoff_max_s: float = 10.0,
+        breaker: CircuitBreaker | None = None,
+        delivery_timeout_ms: int = 30_000,
+        producer_config: Mapping[str, Any] | None = None,
+        metrics: Metrics | None = None,
+        emit_cloudevents_headers: bool = True,
+    ) -> None:
+        self.service_name = service_name
+        self.instance_id = instance_id
+        self.max_retries = max_retries
+        self.enable_dlq = enable_dlq
+        self.default_topic = default_topic
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.breaker = breaker or CircuitBreaker()
+        self.delivery_timeout_ms = delivery_timeout_ms
+        self.metrics = metrics or Metrics()
+        self.emit_cloudevents_headers = emit_cloudevents_headers
+        self.source = ModelEventSource(service=service_name, instance_id=instance_id)
+        self._config: dict[str, Any] = {
+            "bootstrap.servers": bootstrap_servers,
+            "client.id": f"{service_name}-{instance_id}",
+            **(producer_config or {}),
+            # Delivery guarantees are not negotiable: they are why this class exists.
+            "acks": "all",
+            "enable.idempotence": True,
+            "message.timeout.ms": delivery_timeout_ms,
+            "error_cb": self._on_client_error,
+        }
+        self._config.setdefault("linger.ms", 5)
+        self._producer: Producer | None = None
+        self._probe_executor: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._poll_thread: threading.Thread | None = None
+        self._stop_polling = threading.Event()
+        self._lock = threading.Lock()
+        self._fatal: KafkaError | None = None
+        self._closed = False
+        self.broker_down = False
+        self.metrics.gauge(
+            "onex_publisher_breaker_state",
+            "Publisher circuit breaker: 0 closed, 1 half-open, 2 open.",
+            lambda: float(self.breaker.state),
+        )
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self) -> None:
+        """Create the producer and its poll thread; called lazily by the first publish."""
+        if self._closed:
+            raise RuntimeError("EventPublisher is closed; create a new one")
+        if self._producer is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._producer = Producer(self._config)
+        self._stop_polling.clear()
+        self._poll_thread = threading.Thread(
+            target=self._poll_forever, name=f"kafka-producer-{self.service_name}", daemon=True
+        )
+        self._poll_thread.start()
+
+    def _poll_forever(self) -> None:
+        while not self._stop_polling.is_set():
+            producer = self._producer
+            if producer is None:
+                return
+            producer.poll(0.1)
+
+    async def close(self, timeout_s: float = 10.0) -> int:
+        """Flush within ``timeout_s``; returns how many records were still undelivered (purged)."""
+        if self._closed:
+            return 0
+        self._closed = True
+        if self._probe_executor is not None:
+            self._probe_executor.shutdown(wait=False, cancel_futures=True)
+        producer = self._producer
+        if producer is None:
+            return 0
+        remaining: int = await asyncio.to_thread(producer.flush, max(0.0, timeout_s))
+        if remaining:
+            log.warning("dropping %d undelivered records after a %.1fs flush", remaining, timeout_s)
+            producer.purge()
+            await asyncio.to_thread(producer.flush, 1.0)
+        self._stop_polling.set()
+        if self._poll_thread is not None:
+            await asyncio.to_thread(self._poll_thread.join, 2.0)
+        self._producer = None
+        return int(remaining)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- broker state ----------------------------------------------------------
+
+    def _on_client_error(self, err: KafkaError) -> None:
+        # Runs on the poll thread.
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.broker_down = True
+        if err.fatal():
+            log.error("Kafka producer fatal error, it will be recreated: %s", err)
+            self._fatal = err
+        else:
+            log.debug("Kafka producer error: %s", err)
+
+    async def probe(self, timeout_s: float = 3.0) -> bool:
+        """Ask the cluster for metadata: True when a broker answered within ``timeout_s``."""
+        self.start()
+        producer = self._producer
+        assert producer is not None
+        if self._probe_executor is None:
+            # Own thread, never joined on close: a probe stuck in its timeout must not delay
+            # shutdown (asyncio.to_thread's executor is joined when the loop closes).
+            self._probe_executor = ThreadPoolExecutor(1, thread_name_prefix="kafka-probe")
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(
+                self._probe_executor, lambda: producer.list_topics(timeout=timeout_s)
+            )
+        except KafkaException:
+            self.broker_down = True
+            return False
+        self.broker_down = False
+        return True
+
+    def _recreate_if_fatal(self) -> None:
+        if self._fatal is None or self._closed:
+            return
+        old = self._producer
+        self._fatal = None
+        self._producer = Producer(self._config)
+        if old is not None:
+            # Fail whatever the dead producer still holds; the poll thread no longer sees it.
+            old.purge()
+            old.poll(0)
+
+    # -- publishing ------------------------------------------------------------
+
+    def envelope(
+        self,
+        event_type: str,
+        payload: Mapping[str, Any],
+        correlation_id: uuid.UUID | None = None,
+        causation_id: uuid.UUID | None = None,
+    ) -> ModelEventEnvelope:
+        return ModelEventEnvelope(
+            event_type=event_type,
+            correlation_id=correlation_id or uuid.uuid4(),
+            causation_id=causation_id,
+            source=self.source,
+            payload=dict(payload),
+        )
+
+    async def publish(
+        self,
+        event_type: str,
+        payload: Mapping[str, Any],
+        correlation_id: uuid.UUID | None = None,
+        topic: str | None = None,
+        key: str | bytes | None = None,
+        causation_id: uuid.UUID | None = None,
+        *,
+        dead_letter: bool | None = None,
+    ) -> ModelEventEnvelope:
+        """Wrap ``payload`` in an envelope, publish it, and return the envelope once confirmed.
+
+        Raises ``PublishError`` when every retry failed; the event was then sent to
+        ``naming.dead_letter_topic(topic)`` if ``enable_dlq`` (see ``.dead_lettered``).
+        """
+        envelope = self.envelope(event_type, payload, correlation_id, causation_id)
+        return await self.publish_envelope(envelope, topic=topic, key=key, dead_letter=dead_letter)
+
+    async def publish_envelope(
+        self,
+        envelope: ModelEventEnvelope,
+        topic: str | None = None,
+        key: str | bytes | None = None,
+        headers: Headers | None = None,
+        *,
+        dead_letter: bool | None = None,
+    ) -> ModelEventEnvelope:
+        """Publish a ready envelope; ``dead_letter=False`` skips the DLQ for events whose
+        loss is harmless (heartbeats), ``None`` follows ``enable_dlq``."""
+        target = topic or self.default_topic
+        if not target:
+            raise ValueError("publish needs a topic: pass topic= or set default_topic")
+        all_headers = cloudevents_headers(envelope) if self.emit_cloudevents_headers else []
+        all_headers += headers or []
+        value = envelope.to_bytes()
+        attempts = 0
+        last_error: Exception | None = None
+        for attempt in range(1, self.max_retries + 2):
+            attempts = attempt
+            try:
+                await self.produce(target, value, key=key, headers=all_headers)
+            except CircuitOpenError as exc:
+                last_error = exc
+                break  # fail fast: waiting out the cool-down here would stall the caller
+            except DeliveryError as exc:
+                last_error = exc
+                if not exc.retriable or attempt > self.max_retries:
+                    break
+                self.metrics.inc("onex_publish_retries_total")
+                delay = backoff_delay(attempt, self.backoff_s, self.backoff_max_s)
+                log.warning(
+                    "publish to %s failed (attempt %d/%d): %s; retrying in %.2fs",
+                    target,
+                    attempt,
+                    self.max_retries + 1,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+            else:
+                self.metrics.inc("onex_events_published_total")
+                return envelope
+        self.metrics.inc("onex_events_publish_failed_total")
+        dead_lettered = False
+        use_dlq = self.enable_dlq if dead_letter is None else dead_letter
+        if use_dlq and not isinstance(last_error, CircuitOpenError):
+            dead_lettered = await self.dead_letter(
+                source_topic=target,
+                original=value,
+                error=str(last_error),
+                attempts=attempts,
+                key=key,
+                correlation_id=envelope.correlation_id,
+                causation_id=envelope.event_id,
+            )
+        raise PublishError(
+            f"could not publish {envelope.event_type} to {target} after {attempts} attempt(s): "
+            f"{last_error}" + (" (dead-lettered)" if dead_lettered else ""),
+            topic=target,
+            attempts=attempts,
+            dead_lettered=dead_lettered,
+        ) from last_error
+
+    async def publish_tombstone(self, topic: str, key: str | bytes) -> None:
+        """A null value for ``key`` on a compacted topic: the key's record is deleted."""
+        await self.produce(topic, None, key=key)
+
+    async def dead_letter(
+        self,
+        *,
+        source_topic: str,
+        original: bytes | None,
+        error: str,
+        attempts: int,
+        key: str | bytes | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+        correlation_id: uuid.UUID | None = None,
+        causation_id: uuid.UUID | None = None,
+    ) -> bool:
+        """Send a ``ModelDeadLetter`` to ``naming.dead_letter_topic(source_topic)``; True if confirmed."""
+        text_key = key.decode(errors="replace") if isinstance(key, bytes) else key
+        letter = ModelDeadLetter(
+            source_topic=source_topic,
+            partition=partition,
+            offset=offset,
+            key=text_key,
+            original=(original or b"").decode("utf-8", errors="replace"),
+            error=error[:4000],
+            attempts=attempts,
+        )
+        envelope = self.envelope(
+            naming.EVENT_DEAD_LETTER,
+            letter.model_dump(mode="json"),
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+        )
+        dlq = naming.dead_letter_topic(source_topic)
+        try:
+            await self.produce(
+                dlq, envelope.to_bytes(), key=key, headers=cloudevents_headers(envelope)
+            )
+        except (DeliveryError, CircuitOpenError) as exc:
+            log.error("could not dead-letter a record from %s to %s: %s", source_topic, dlq, exc)
+            return False
+        self.metrics.inc("onex_events_dead_lettered_total")
+        log.warning("dead-lettered a record from %s to %s: %s", source_topic, dlq, error)
+        return True
+
+    async def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: str | bytes | None = None,
+        headers: Headers | None = None,
+    ) -> Message:
+        """One produce attempt through the circuit breaker; returns the confirmed message."""
+        if self._closed:
+            raise RuntimeError("EventPublisher is closed")
+        self.start()
+        self.breaker.before_call()
+        try:
+            message = await self._produce_once(topic, value, key, headers)
+        except DeliveryError:
+            self.breaker.record_failure()
+            raise
+        except BaseException:
+            # Cancelled or unexpected: free a half-open probe slot without judging the broker.
+            if self.breaker.state is not BreakerState.CLOSED:
+                self.breaker.record_failure()
+            raise
+        self.breaker.record_success()
+        self.broker_down = False
+        return message
+
+    async def _produce_once(
+        self, topic: str, value: bytes | None, key: str | bytes | None, headers: Headers | None
+    ) -> Message:
+        self._recreate_if_fatal()
+        producer = self._producer
+        loop = self._loop
+        assert producer is not None and loop is not None
+        future: asyncio.Future[Message] = loop.create_future()
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            # Runs on the poll thread; hand the outcome to the event loop.
+            with contextlib.suppress(RuntimeError):  # loop already closed
+                loop.call_soon_threadsafe(_settle, future, err, msg)
+
+        deadline = loop.time() + self.delivery_timeout_ms / 1000
+        while True:
+            try:
+                producer.produce(
+                    topic, value=value, key=key, headers=headers, on_delivery=on_delivery
+                )
+                break
+            except BufferError:
+                # Local queue full: let the poll thread drain it.
+                if loop.time() > deadline:
+                    raise DeliveryError("local producer queue stayed full") from None
+                await asyncio.sleep(0.05)
+            except KafkaException as exc:
+                raise DeliveryError(exc.args[0] if exc.args else str(exc)) from exc
+        try:
+            return await asyncio.wait_for(future, self.delivery_timeout_ms / 1000 + 5.0)
+        except TimeoutError:
+            raise DeliveryError("no delivery report from the producer in time") from None
+
+
+def _settle(future: asyncio.Future[Message], err: KafkaError | None, msg: Message) -> None:
+    if future.done():
+        return
+    if err is not None:
+        future.set_exception(DeliveryError(err))
+    else:
+        future.set_result(msg)
+
+
+class KafkaClient:
+    """The small client orchestrator steps use: ``await kafka.publish_event(topic, type, payload)``."""
+
+    def __init__(self, publisher: EventPublisher) -> None:
+        self.publisher = publisher
+
+    async def publish_event(
+        self,
+        topic: str,
+        event_type: str,
+        payload: Mapping[str, Any],
+        correlation_id: uuid.UUID | None = None,
+        key: str | None = None,
+    ) -> ModelEventEnvelope:
+        return await self.publisher.publish(
+            event_type, payload, correlation_id=correlation_id, topic=topic, key=key
+        )

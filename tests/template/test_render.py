@@ -14,7 +14,7 @@ import yaml
 from onex_scaffold.render import RenderedNode, read_answers, template_version
 from onex_scaffold.template_source import naming
 
-from .conftest import COMMON, VARIANTS, run
+from .conftest import COMMON, VARIANTS, project_env, run
 
 EXPECTED_FILES = [
     ".copier-answers.yml",
@@ -163,19 +163,20 @@ def _read(node: RenderedNode, name: str) -> str:
     return (node.path / name).read_text(encoding="utf-8")
 
 
+def _settings_fields(node: RenderedNode) -> set[str]:
+    """Upper-cased NodeSettings fields of the generated project: the env vars it reads."""
+    pkg = naming().package_name(node.answers["service_name"])
+    code = (
+        f"from {pkg}.runtime.config import NodeSettings as S; "
+        "print(' '.join(n.upper() for n in S.model_fields))"
+    )
+    return set(run(["python", "-c", code], node.path, project_env()).split())
+
+
 def test_env_template_matches_settings(rendered: dict[str, RenderedNode], variant: str) -> None:
     """Every variable listed is one the node reads, with nothing secret filled in."""
     node = rendered[variant]
-    pkg = naming().package_name(node.answers["service_name"])
-    fields = run(
-        [
-            "python",
-            "-c",
-            f"from {pkg}.runtime.config import NodeSettings as S; "
-            "print(' '.join(n.upper() for n in S.model_fields))",
-        ],
-        node.path,
-    ).split()
+    fields = _settings_fields(node)
     listed = re.findall(r"^# ([A-Z][A-Z0-9_]*)=(.*)$", _read(node, ".env.template"), re.M)
     unknown = sorted({name for name, _ in listed} - set(fields))
     assert not unknown, f".env.template lists variables NodeSettings does not read: {unknown}"
@@ -189,18 +190,7 @@ def test_env_template_covers_settings(rendered: dict[str, RenderedNode], variant
     if variant != "reducer":
         pytest.skip("checked once, on the union of all variants")
     node = rendered[variant]
-    pkg = naming().package_name(node.answers["service_name"])
-    fields = set(
-        run(
-            [
-                "python",
-                "-c",
-                f"from {pkg}.runtime.config import NodeSettings as S; "
-                "print(' '.join(n.upper() for n in S.model_fields))",
-            ],
-            node.path,
-        ).split()
-    )
+    fields = _settings_fields(node)
     listed: set[str] = set()
     for other in rendered.values():
         listed |= set(re.findall(r"^# ([A-Z][A-Z0-9_]*)=", _read(other, ".env.template"), re.M))

@@ -149,11 +149,14 @@ class RegistryView:
     def observe(self, snapshot: AgentSnapshot, now: float) -> list[str]:
         """Take the agent's state; return the node_ids Consul reaped since last time.
 
-        A service that vanished after its check was seen critical for the whole
+        A service that vanished after its check was seen critical for a good part of
         DeregisterCriticalServiceAfter was removed by Consul on purpose (its node is dead);
         one that vanished otherwise was lost (agent restart) and is registered again.
         """
-        reap_after = duration_seconds(self._settings.deregister_after)
+        # Half the setting: the registry sees a check turn critical a poll later than Consul
+        # does, and an agent restart while a node was critical that long loses a node that
+        # is dead anyway (a live one heartbeats and is registered again).
+        reap_after = duration_seconds(self._settings.deregister_after) / 2
         reaped: list[str] = []
         for node_id, record in self.records.items():
             sid = record.registration.service_id

@@ -1,0 +1,228 @@
+"""The figures of issue 7, measured in one run against a live stack.
+
+    python benchmarks/run.py [--quick] [--json FILE] [--root DIR] [--kafka apache|tansu]
+
+Addresses come from the environment or ``<root>/.onex-dev/env`` (``onex-node dev up``); when no
+stack answers there, one is started in a temporary folder and stopped at the end. Progress,
+per-sample figures and the machine go to stderr; the table to stdout; ``--json`` writes exactly
+the figures' keys. ``--quick`` (fewer samples) finishes within five minutes.
+
+Exit status: 0 when every figure was measured (goals are reported, not enforced), 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+if __package__ in (None, ""):
+    # Run as a script: make ``benchmarks`` importable from the checkout.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import generation, nodes, publish, registry, report
+from benchmarks.stack import BenchStack, bench_stack
+from onex_scaffold.template_source import naming
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Plan:
+    generations: int
+    floor_runs: int
+    startup_nodes: int
+    idle_s: float
+    publish_messages: int
+    publish_rounds: int
+    registry_nodes: int
+
+
+QUICK = Plan(5, 5, 3, 3.0, 5_000, 3, 200)
+FULL = Plan(10, 10, 5, 5.0, 20_000, 5, 500)
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def samples_text(values: list[float], unit: str = "s") -> str:
+    return ", ".join(f"{v:.3f}{unit}" for v in values)
+
+
+class Run:
+    """One benchmark run: the figures so far, and what went wrong."""
+
+    def __init__(self, plan: Plan, work: Path) -> None:
+        self.plan = plan
+        self.work = work
+        self.values: dict[str, float | None] = dict.fromkeys(report.KEYS)
+        self.failures: list[str] = []
+        self.node_folders: list[Path] = []
+
+    def attempt(self, what: str, action: Callable[[], T]) -> T | None:
+        try:
+            return action()
+        except Exception as error:  # one failed measurement must not lose the others
+            self.failures.append(f"{what}: {error}")
+            log(f"{what} FAILED: {error}")
+            traceback.print_exc(file=sys.stderr)
+            return None
+
+    # -- generation ------------------------------------------------------------------------
+    def generation(self) -> None:
+        node_repo = generation.node_template_repo(self.work / "node-template")
+        floor_repo = generation.one_file_template_repo(self.work / "one-file-template")
+        out = self.work / "generated"
+        # One warm-up of each (imports, first clone) is left out of the medians.
+        generation.time_generate_node(node_repo, out / "warm-up-node")
+        generation.time_copier_floor(floor_repo, out / "warm-up-floor")
+        generated: list[float] = []
+        floor: list[float] = []
+        # Alternating the two keeps machine noise from favouring either.
+        for index in range(max(self.plan.generations, self.plan.floor_runs)):
+            if index < self.plan.generations:
+                folder = out / f"node-{index}"
+                generated.append(generation.time_generate_node(node_repo, folder))
+                self.node_folders.append(folder)
+            if index < self.plan.floor_runs:
+                floor.append(generation.time_copier_floor(floor_repo, out / f"floor-{index}"))
+        log(f"generate_node samples: {samples_text(generated)}")
+        log(f"copier floor samples:  {samples_text(floor)}")
+        generate_s, floor_s = report.median(generated), report.median(floor)
+        self.values["generate_node_s"] = generate_s
+        self.values["copier_floor_s"] = floor_s
+        self.values["generation_ratio"] = report.ratio(generate_s, floor_s)
+
+    # -- node processes --------------------------------------------------------------------
+    def startup(self, stack: BenchStack) -> None:
+        if not self.node_folders:
+            raise RuntimeError("no generated node to start (generation failed)")
+        service = str(generation.PARSED_DATA["service_name"])
+        env = {"KAFKA_BOOTSTRAP_SERVERS": stack.kafka, "KAFKA_ENVIRONMENT": stack.environment}
+        log_dir = self.work / "node-logs"
+        log_dir.mkdir(exist_ok=True)
+        consul = nodes.ConsulHealth(stack.consul_url)
+        running: list[nodes.NodeProcess] = []
+        startup: list[float] = []
+        try:
+            # One node at a time, each from its own freshly generated folder.
+            for index in range(self.plan.startup_nodes):
+                folder = self.node_folders[index % len(self.node_folders)]
+                node = nodes.start_node(folder, service, f"bench-{index}", env, log_dir)
+                running.append(node)
+                startup.append(nodes.wait_passing(node, consul))
+            log(f"start_node.py -> passing samples: {samples_text(startup)}")
+            self.values["startup_to_passing_s"] = report.median(startup)
+            nodes.wait_idle(running, self.plan.idle_s)
+            rss = [node.rss_mb() for node in running]
+            log(f"idle node RSS samples: {samples_text(rss, ' MB')}")
+            self.values["node_rss_mb"] = report.median(rss)
+        finally:
+            for node in running:
+                node.stop()
+            consul.close()
+
+    # -- publishing ------------------------------------------------------------------------
+    def publishing(self, stack: BenchStack) -> None:
+        folder, package = self._runtime_source()
+        result = publish.run(
+            stack.kafka,
+            stack.environment,
+            folder,
+            package,
+            messages=self.plan.publish_messages,
+            rounds=self.plan.publish_rounds,
+        )
+        log(
+            f"publish ({self.plan.publish_messages} records of {result.record_bytes} B each): "
+            f"EventPublisher {samples_text(result.publisher_msgs_per_s, '/s')}; "
+            f"raw Producer {samples_text(result.raw_msgs_per_s, '/s')}"
+        )
+        self.values["publish_ratio"] = report.ratio(
+            report.median(result.publisher_msgs_per_s), report.median(result.raw_msgs_per_s)
+        )
+
+    def registry(self, stack: BenchStack) -> None:
+        folder, package = self._runtime_source()
+        publisher_module, events_module = publish.load_runtime(folder, package)
+        result = registry.run(
+            publisher_module,
+            events_module,
+            stack.kafka,
+            stack.consul_url,
+            stack.environment,
+            self.plan.registry_nodes,
+        )
+        removed = f"{result.removed_s:.2f}s" if result.removed_s is not None else "not within 60s"
+        log(
+            f"registry: {result.nodes} announcements published in {result.publish_s:.2f}s, "
+            f"all passing in Consul after {result.all_passing_s:.2f}s; removed after {removed}"
+        )
+        self.values["registry_nodes_per_s"] = result.nodes_per_s
+
+    def _runtime_source(self) -> tuple[Path, str]:
+        if not self.node_folders:
+            raise RuntimeError("no generated node to take the runtime from (generation failed)")
+        package = str(naming().package_name(str(generation.PARSED_DATA["service_name"])))
+        return self.node_folders[0], package
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="fewer samples; under 5 minutes")
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=Path(os.environ.get("ONEX_DEV_ROOT", ".")),
+        help="folder whose .onex-dev/env names the stack (default: $ONEX_DEV_ROOT or .)",
+    )
+    parser.add_argument(
+        "--kafka",
+        choices=["apache", "tansu"],
+        default="apache",
+        help="broker for a stack this run has to start itself (default: apache)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (node logs)")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    started = time.perf_counter()
+    log(f"machine: {report.machine()}")
+    log(f"plan: {plan}")
+    work = Path(tempfile.mkdtemp(prefix="onex-bench-"))
+    run = Run(plan, work)
+    try:
+        run.attempt("generation", run.generation)
+        with bench_stack(args.root.resolve(), args.kafka) as stack:
+            run.attempt("startup and memory", lambda: run.startup(stack))
+            run.attempt("publishing", lambda: run.publishing(stack))
+            run.attempt("registry", lambda: run.registry(stack))
+    except Exception as error:  # the stack itself could not be reached or started
+        run.failures.append(f"stack: {error}")
+        log(f"stack FAILED: {error}")
+    finally:
+        if args.keep:
+            log(f"work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    print(report.table(run.values))
+    print(f"machine: {report.machine()}; {time.perf_counter() - started:.0f}s in all")
+    if args.json is not None:
+        args.json.write_text(report.to_json(run.values))
+        log(f"figures written to {args.json}")
+    for failure in run.failures:
+        log(f"not measured: {failure}")
+    return 1 if run.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

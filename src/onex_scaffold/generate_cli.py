@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +54,21 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+@contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send what template tasks and migrations print to stderr, at the file-descriptor
+    level (they are subprocesses), so stdout carries only the summary or the JSON."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _load(path: Path) -> Any:
     """The PRD file's data; JSON first, then YAML (safe loader: no Python objects)."""
     text = path.read_text(encoding="utf-8")
@@ -81,13 +99,14 @@ def run(args: argparse.Namespace) -> int:
         parsed_data = parsed_data["parsed_data"]
     if args.node_name:
         generation_result["node_name"] = args.node_name
-    stage, result = generate_node(
-        parsed_data,
-        args.out,
-        generation_result=generation_result,
-        template=args.template,
-        vcs_ref=args.vcs_ref,
-    )
+    with _stdout_to_stderr():
+        stage, result = generate_node(
+            parsed_data,
+            args.out,
+            generation_result=generation_result,
+            template=args.template,
+            vcs_ref=args.vcs_ref,
+        )
     if args.json:
         print(stage.model_dump_json(indent=2))
     problems = stage.metadata.get("problems")

@@ -678,6 +678,40 @@ def _outputs(target: Path, package: str) -> dict[str, str]:
     }
 
 
+def _choose_template(
+    target: Path,
+    mode: str,
+    template: str | os.PathLike[str] | None,
+    vcs_ref: str | None,
+    notes: list[str],
+) -> tuple[str, Path | None, str | None]:
+    """(Copier source, its local folder or None, vcs_ref) for this run."""
+    from onex_scaffold.snapshot import SnapshotError, cache_dir, snapshot
+
+    if template is None and mode == "update":
+        # Update from where the node came from, unless that is the bundled template.
+        recorded = _recorded_answers(target).get("_src_path")
+        if isinstance(recorded, str) and recorded != str(cache_dir()):
+            if _URL.match(recorded) or Path(recorded).is_dir():
+                template = recorded
+            else:
+                notes.append(f"the recorded template {recorded} is gone; using the bundled one")
+    if template is None and vcs_ref is None:
+        from onex_scaffold import __version__
+        from onex_scaffold.template_source import template_root
+
+        try:
+            repo, commit = snapshot(template_root(), __version__)
+        except (SnapshotError, OSError) as error:
+            raise _GateFailed(f"cannot snapshot the bundled template: {error}") from error
+        notes.append(f"bundled template {template_root()} as {repo} @ {commit[:12]}")
+        return str(repo), repo, commit
+    src, template_dir = _resolve_template(template)
+    if template_dir is not None and not (template_dir / "copier.yml").is_file():
+        raise _GateFailed(f"no copier.yml in template folder {template_dir}")
+    return src, template_dir, vcs_ref if vcs_ref is not None else default_vcs_ref(template_dir)
+
+
 def _render_and_install(
     job: _Job,
     target: Path,
@@ -762,14 +796,8 @@ def _run(
             target = target.parent.resolve() / target.name
             mode: str = _check_target(target)
             notes.append(f"{mode} {target}")
-        with job.gate("G2b", "template_available") as _notes:
-            if template is None and mode == "update":
-                # Update from where the node came from, not from whatever is default now.
-                template = _recorded_answers(target).get("_src_path")
-            src, template_dir = _resolve_template(template)
-            if template_dir is not None and not (template_dir / "copier.yml").is_file():
-                raise _GateFailed(f"no copier.yml in template folder {template_dir}")
-            ref = vcs_ref if vcs_ref is not None else default_vcs_ref(template_dir)
+        with job.gate("G2b", "template_available") as notes:
+            src, template_dir, ref = _choose_template(target, mode, template, vcs_ref, notes)
         job.metadata.update(mode=mode, template=src, vcs_ref=ref, answers=_copier_data(answers))
 
         created_parents = [p for p in reversed(target.parents) if not p.exists()]

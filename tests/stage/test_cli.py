@@ -85,6 +85,21 @@ def test_yaml_input_node_name_and_json_output(
         "class NodePostgresqlWriterEffect"
     ) == 1
 
+    # an update runs the template's migrations; whatever they print stays off stdout
+    again = onex_node(
+        "--prd",
+        prd,
+        "--out",
+        out,
+        "--template",
+        template_repo,
+        "--json",
+        "--node-name",
+        "NodePostgresqlWriterEffect",
+    )
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["metadata"]["mode"] == "update"
+
 
 def test_wrapped_pipeline_dump_is_accepted(
     template_repo: Path, parsed_data: dict[str, Any], tmp_path: Path

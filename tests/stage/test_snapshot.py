@@ -1,0 +1,107 @@
+"""The bundled template is rendered from a small git snapshot, so nodes stay updatable."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from _stage_helpers import git, tree_hashes
+
+import onex_scaffold.template_source
+from onex_scaffold.snapshot import SnapshotError, cache_dir, snapshot
+from onex_scaffold.stage import generate_node
+
+MARK = "# bundled template changed\n"
+NAMING = Path("template", "{{package_name}}", "runtime", "naming.py")
+
+
+@pytest.fixture
+def bundled(template_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A plain-folder copy of the template standing in for the bundled one, and a fresh cache."""
+    root = tmp_path / "bundled"
+    shutil.copytree(template_repo, root, ignore=shutil.ignore_patterns(".git"))
+    monkeypatch.setenv("ONEX_SCAFFOLD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(onex_scaffold.template_source, "template_root", lambda: root)
+    return root
+
+
+def test_snapshot_commits_only_on_change(bundled: Path):
+    repo, first = snapshot(bundled, "0.1.0")
+    assert repo == cache_dir()
+    assert snapshot(bundled, "0.1.0") == (repo, first)
+    assert sorted(p.name for p in repo.iterdir()) == [
+        ".git",
+        "copier.yml",
+        "extensions",
+        "template",
+    ]
+
+    (bundled / NAMING).write_text((bundled / NAMING).read_text() + MARK)
+    _, second = snapshot(bundled, "0.1.0")
+
+    assert second != first
+    assert git(repo, "describe", "--tags", first).strip() == "0.1.0"
+    assert git(repo, "describe", "--tags", second).strip().startswith("0.1.0-1-g")
+    assert (repo / NAMING).read_text().endswith(MARK)
+
+
+def test_snapshot_refuses_a_folder_without_copier_yml(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("ONEX_SCAFFOLD_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SnapshotError, match=r"no copier\.yml"):
+        snapshot(tmp_path / "empty", "0.1.0")
+
+
+def test_default_template_nodes_update_by_merging(
+    bundled: Path, parsed_data: dict[str, Any], tmp_path: Path
+):
+    out = tmp_path / "writer"
+    first, result = generate_node(parsed_data, out)
+    assert first.status == "completed", first.error
+    answers = yaml.safe_load((out / ".copier-answers.yml").read_text())
+    assert answers["_src_path"] == str(cache_dir())
+    assert answers["_commit"] == "0.1.0"
+    assert not first.warning_gates  # a clean snapshot: nothing to warn about
+    before = tree_hashes(out)
+
+    again, result = generate_node(parsed_data, out)
+    assert again.status == "completed", again.error
+    assert again.metadata["mode"] == "update"
+    assert result["changed_files"] == []
+    assert tree_hashes(out) == before
+
+    # the owner edits their code, the bundled template changes (e.g. a package upgrade)
+    handlers = out / "postgres_writer" / "handlers.py"
+    handlers.write_text(handlers.read_text() + "\nOWNER = True\n")
+    (bundled / NAMING).write_text((bundled / NAMING).read_text() + MARK)
+
+    third, result = generate_node(parsed_data, out)
+
+    assert third.status == "completed", third.error
+    assert third.metadata["mode"] == "update"  # a real 3-way merge, not a re-render
+    assert result["template_version"].startswith("0.1.0-1-g")
+    assert (out / "postgres_writer" / "runtime" / "naming.py").read_text().endswith(MARK)
+    assert handlers.read_text().endswith("\nOWNER = True\n")
+
+
+def test_lost_cache_falls_back_to_re_rendering(
+    bundled: Path, parsed_data: dict[str, Any], tmp_path: Path
+):
+    snapshot(bundled, "0.1.0")  # an earlier snapshot, so the node records 0.1.0-1-g<hash>
+    (bundled / NAMING).write_text((bundled / NAMING).read_text() + MARK)
+    out = tmp_path / "writer"
+    first, result = generate_node(parsed_data, out)
+    assert first.status == "completed", first.error
+    assert result["template_version"].startswith("0.1.0-1-g")
+    before = tree_hashes(out)
+    shutil.rmtree(cache_dir())
+
+    stage, result = generate_node(parsed_data, out)
+
+    assert stage.status == "completed", stage.error
+    assert stage.metadata["mode"] == "regenerate"
+    assert result["changed_files"] == []
+    assert tree_hashes(out) == before

@@ -130,6 +130,7 @@ def _copy_template(root: Path, dst: Path) -> None:
 #: What the 1.1.0 tag changes in template-owned files.
 NEW_README_LINE = "Release notes of the template 1.1.0: update test marker."
 NEW_ENV_VARIABLE = "ONEX_TEMPLATE_TEST_SETTING"
+NEW_HANDLERS_LINE = "template 1.1.0 handlers change that must not reach owners"
 
 
 @pytest.fixture(scope="session")
@@ -150,6 +151,11 @@ def two_tag_template(
         env_template.read_text(encoding="utf-8")
         + f"\n# A setting added in template 1.1.0\n# {NEW_ENV_VARIABLE}=on\n",
         "utf-8",
+    )
+    # A change to an owner-owned file: `_skip_if_exists` must keep it out of projects.
+    handlers = repo / "template" / "{{package_name}}" / "handlers.py.jinja"
+    handlers.write_text(
+        handlers.read_text(encoding="utf-8") + f"\n# {NEW_HANDLERS_LINE}\n", "utf-8"
     )
     git(repo, "commit", "-q", "-am", "template 1.1.0: README note and a new setting")
     git(repo, "tag", "1.1.0")

@@ -13,7 +13,7 @@ from copier import run_update
 from onex_scaffold.render import leftovers, read_answers, render_node, update_node
 from onex_scaffold.template_source import naming
 
-from .conftest import NEW_ENV_VARIABLE, NEW_README_LINE, git, run
+from .conftest import NEW_ENV_VARIABLE, NEW_HANDLERS_LINE, NEW_README_LINE, git, run
 
 pytestmark = pytest.mark.slow
 
@@ -59,6 +59,9 @@ def _check_updated(project: Path, output: str) -> None:
     # The owner's edit survived.
     handlers = project / naming().package_name(ANSWERS["service_name"]) / "handlers.py"
     assert OWNER_EDIT.strip() in handlers.read_text(encoding="utf-8")
+    # handlers.py is owner-owned (`_skip_if_exists`, a pattern rendered through the
+    # context hook's package_name): the template's change to it stays out.
+    assert NEW_HANDLERS_LINE not in handlers.read_text(encoding="utf-8")
     # No conflict markers, .rej files or unmerged paths.
     assert leftovers(project) == []
     # The _migrations step ran: it reported itself and brought the new setting

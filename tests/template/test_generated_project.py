@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,31 @@ def test_pytest(rendered: dict[str, RenderedNode], variant: str) -> None:
     )
     assert " passed" in output, output
     assert " failed" not in output and " error" not in output, output
+
+
+@pytest.mark.parametrize("variant", MAIN_VARIANTS)
+def test_wheel_builds(rendered: dict[str, RenderedNode], variant: str, tmp_path: Path) -> None:
+    """What the Dockerfile's `pip install .` does: the package (and only it) is built."""
+    node = rendered[variant]
+    run(
+        [
+            "python",
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(node.path),
+        ],
+        tmp_path,
+        project_env(),
+    )
+    (wheel,) = tmp_path.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    pkg = node.answers["service_name"].replace("-", "_")
+    assert f"{pkg}/node.py" in names and f"{pkg}/runtime/naming.py" in names
+    assert not [n for n in names if n.startswith("tests/")]

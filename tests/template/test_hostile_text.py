@@ -93,3 +93,15 @@ def test_python_still_compiles_and_lints(hostile_nodes: dict[str, RenderedNode],
     env = project_env()
     run(["ruff", "check", "--no-cache", *carriers], node.path, env)
     run(["ruff", "format", "--check", "--no-cache", *carriers], node.path, env)
+
+
+@pytest.mark.slow
+def test_wheel_metadata_accepts_it(hostile_nodes: dict[str, RenderedNode], tmp_path: Path) -> None:
+    node = hostile_nodes["effect"]
+    run(
+        ["python", "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+         str(tmp_path), str(node.path)],
+        tmp_path,
+        project_env(),
+    )  # fmt: skip
+    assert list(tmp_path.glob("*.whl"))

@@ -1,0 +1,106 @@
+"""Checks and tests. `nox` runs lint, typecheck, tests and e2e; `nox -s bench` runs benchmarks.
+
+`e2e` starts the real local stack itself (`onex-node dev up --postgres`: Apache Kafka, Consul,
+PostgreSQL and the registry on 127.0.0.1), runs the tests marked `e2e` with
+ONEX_E2E_REQUIRED=1 (a missing service fails them instead of skipping), and always stops the
+stack again, unless a stack was already running in this folder before the session began.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["lint", "typecheck", "tests", "e2e"]
+nox.options.reuse_venv = "yes"
+nox.options.error_on_missing_interpreters = True
+
+ROOT = Path(__file__).resolve().parent
+LINT_PATHS = ["src", "tests", "extensions", "benchmarks", "noxfile.py"]
+DEV = ".[dev]"
+
+
+def _existing(paths: list[str]) -> list[str]:
+    # An empty folder is not in a fresh clone; ruff would fail on a missing path.
+    return [p for p in paths if (ROOT / p).exists()]
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff>=0.6")
+    paths = _existing(LINT_PATHS)
+    session.run("ruff", "check", *paths)
+    session.run("ruff", "format", "--check", *paths)
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on src/ (settings in pyproject.toml)."""
+    session.install("-e", DEV)
+    session.run("mypy", "src")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Every test not marked e2e. No test collected (pytest exit 5) fails the session."""
+    session.install("-e", DEV)
+    session.run("pytest", "-m", "not e2e", *session.posargs)
+
+
+def _stack_running(session: nox.Session) -> bool:
+    out = session.run(
+        "onex-node", "dev", "--root", str(ROOT), "status", "--json",
+        silent=True, success_codes=[0, 1],
+    )  # fmt: skip
+    items = json.loads(out) if isinstance(out, str) and out.strip().startswith("[") else []
+    return any(item.get("running") for item in items)
+
+
+def _stack_env() -> dict[str, str]:
+    env: dict[str, str] = {}
+    env_file = ROOT / ".onex-dev" / "env"
+    for line in env_file.read_text().splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            env[key] = shlex.split(value)[0] if value else ""
+    return env
+
+
+@nox.session
+def e2e(session: nox.Session) -> None:
+    """Start the real stack, run the e2e tests against it, stop it again."""
+    session.install("-e", DEV)
+    was_running = _stack_running(session)
+    try:
+        session.run("onex-node", "dev", "--root", str(ROOT), "up", "--postgres")
+        env = _stack_env()
+        env.update(ONEX_E2E_REQUIRED="1", ONEX_DEV_ROOT=str(ROOT))
+        session.run("pytest", "-m", "e2e", *session.posargs, env=env)
+    finally:
+        if was_running:
+            session.log("the stack was running before this session: left running")
+        else:
+            session.run("onex-node", "dev", "--root", str(ROOT), "down")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks against the real stack (not in the default run: timings need a quiet machine)."""
+    session.install("-e", DEV)
+    scripts = sorted((ROOT / "benchmarks").glob("bench_*.py"))
+    if not scripts:
+        session.error("no benchmarks/bench_*.py found")
+    was_running = _stack_running(session)
+    try:
+        session.run("onex-node", "dev", "--root", str(ROOT), "up", "--postgres")
+        env = _stack_env()
+        for script in scripts:
+            session.run("python", str(script), *session.posargs, env=env)
+    finally:
+        if not was_running:
+            session.run("onex-node", "dev", "--root", str(ROOT), "down")

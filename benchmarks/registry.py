@@ -44,12 +44,18 @@ class _HealthHandler(BaseHTTPRequestHandler):
         pass  # thousands of probes: keep stderr for the benchmark's own output
 
 
+class _Server(ThreadingHTTPServer):
+    # The default listen backlog of 5 drops connections when the registry probes and Consul
+    # checks many nodes at once; the clients then wait a second for a SYN retry.
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 class HealthServer:
     """One threaded HTTP server on 127.0.0.1 answering every synthetic node's /health."""
 
     def __init__(self) -> None:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _HealthHandler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), _HealthHandler)
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="bench-health", daemon=True

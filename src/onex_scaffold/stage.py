@@ -370,8 +370,8 @@ def _check_answers(job: _Job, root: Path, answers: Mapping[str, Any], src: str) 
         wrong = [key for key, value in _copier_data(answers).items() if recorded.get(key) != value]
         if wrong:
             raise _GateFailed(
-                f"{ANSWERS_FILE} does not hold the given answers for {', '.join(wrong)}; "
-                "every value the pipeline supplies must be a Copier question"
+                f"{ANSWERS_FILE} does not record the given {', '.join(wrong)}: not a question "
+                f"of the template, or one that does not apply to a {answers['node_type']} node"
             )
         if recorded.get("_src_path") != src:
             raise _GateFailed(

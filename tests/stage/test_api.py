@@ -304,3 +304,21 @@ async def test_two_runs_into_the_same_folder_do_not_mix(
     else:
         assert {a.metadata["mode"], b.metadata["mode"]} == {"create", "update"}
     assert leftovers_beside(out) == []
+
+
+async def test_answers_that_do_not_apply_are_reported(
+    template_repo: Path, parsed_data: dict[str, Any], tmp_path: Path
+):
+    out = tmp_path / "n"
+    stage, _ = await stage_4_5_event_bus_integration(
+        {},
+        {**parsed_data, "node_type": "compute"},
+        output_directory=out,
+        template=template_repo,
+        extra_answers={"use_postgres": True},  # an effect-only question
+    )
+    assert stage.status == "failed"
+    assert [g.name for g in stage.failed_gates] == ["answers_recorded"]
+    assert "use_postgres" in (stage.error or "") and "compute node" in (stage.error or "")
+    assert not out.exists()
+    assert leftovers_beside(out) == []

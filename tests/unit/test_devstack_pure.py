@@ -172,3 +172,27 @@ def test_cache_dir_honours_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert cache_dir("kafka") == tmp_path / "xdg" / "onex-node" / "kafka"
     monkeypatch.setenv("ONEX_CACHE_DIR", str(tmp_path / "own"))
     assert cache_dir("consul", "1") == tmp_path / "own" / "consul" / "1"
+
+
+def test_consul_build_module_is_licence_clean() -> None:
+    from onex_scaffold.devstack.consul import CONSUL_VERSION, FORBIDDEN_MODULES
+    from onex_scaffold.devstack.tools import RESOURCES
+
+    go_mod = (RESOURCES / "consul" / "go.mod").read_text()
+    go_sum = (RESOURCES / "consul" / "go.sum").read_text()
+    assert "tool github.com/hashicorp/consul\n" in go_mod
+    assert f"github.com/hashicorp/consul v{CONSUL_VERSION} " in go_mod
+    for module in FORBIDDEN_MODULES:
+        assert module not in go_mod and module not in go_sum, module
+    # Consul moved to the BUSL licence at 1.17; 1.14.x is MPL-2.0.
+    major, minor, _ = (int(part) for part in CONSUL_VERSION.split("."))
+    assert (major, minor) < (1, 17)
+
+
+def test_kafka_pom_resolves_the_broker_and_a_log_binding() -> None:
+    from onex_scaffold.devstack.tools import RESOURCES
+
+    pom = (RESOURCES / "kafka" / "pom.xml").read_text()
+    assert "<artifactId>kafka_2.13</artifactId>" in pom
+    assert "<artifactId>log4j-slf4j-impl</artifactId>" in pom
+    assert "<goal>copy-dependencies</goal>" in pom and "<includeScope>runtime</includeScope>" in pom

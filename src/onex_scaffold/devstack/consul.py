@@ -131,7 +131,8 @@ class ConsulService(Service):
     def prepare(self, ctx: StartContext) -> None:
         binary = find_consul()
         if binary is None:
-            binary = build_consul(ctx.log_dir / "consul-build.log", ctx.log)
+            with tools.cache_lock(cached_binary().parent):
+                binary = find_consul() or build_consul(ctx.log_dir / "consul-build.log", ctx.log)
         self._binary = binary
         self._version = binary_version(binary)
 

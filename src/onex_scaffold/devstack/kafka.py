@@ -121,7 +121,9 @@ class KafkaService(Service):
         self._java = tools.java_binary(17)
         lib = self.lib_dir()
         if not (lib / ".complete").is_file():
-            self._resolve_jars(ctx, lib)
+            with tools.cache_lock(lib.parent):
+                if not (lib / ".complete").is_file():  # another `up` may have just done it
+                    self._resolve_jars(ctx, lib)
         self._lib = lib
 
     def _resolve_jars(self, ctx: StartContext, lib: Path) -> None:

@@ -90,17 +90,17 @@ def e2e(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks against the real stack (not in the default run: timings need a quiet machine)."""
+    """benchmarks/run.py against the real stack (not in the default run: it measures speed).
+
+    Arguments after `--` go to run.py, e.g. `nox -s bench -- --quick --json bench.json`.
+    """
     session.install("-e", DEV)
-    scripts = sorted((ROOT / "benchmarks").glob("bench_*.py"))
-    if not scripts:
-        session.error("no benchmarks/bench_*.py found")
     was_running = _stack_running(session)
     try:
-        session.run("onex-node", "dev", "--root", str(ROOT), "up", "--postgres")
+        session.run("onex-node", "dev", "--root", str(ROOT), "up")
         env = _stack_env()
-        for script in scripts:
-            session.run("python", str(script), *session.posargs, env=env)
+        env.update(ONEX_DEV_ROOT=str(ROOT))
+        session.run("python", str(ROOT / "benchmarks" / "run.py"), *session.posargs, env=env)
     finally:
         if not was_running:
             session.run("onex-node", "dev", "--root", str(ROOT), "down")

@@ -23,12 +23,15 @@ output_location, template_available, template_source (warning), template_render,
 update_conflicts, required_files, generated_code_compiles, no_template_leftovers,
 answers_recorded, install.
 
-Default ``vcs_ref``: for a template that is a local git checkout (the default template in
-a source checkout), ``"HEAD"`` - the checkout as it is, including uncommitted changes, so
-the template always matches the ``naming.py`` this package loads from the same checkout.
-Copier records uncommitted work as a commit that exists only in its clone, so such a node
-cannot be updated later; the ``template_source`` warning gate says so. For any other
-template (a URL, a non-git folder) Copier's own default applies: the newest PEP 440 tag.
+Template source: with no ``template`` the bundled template is rendered from a small git
+snapshot of it (:mod:`onex_scaffold.snapshot`), so nodes record a commit later runs can
+find and updates are real 3-way merges. For a ``template`` that is a local git checkout the
+default ``vcs_ref`` is ``"HEAD"`` (the checkout as it is; uncommitted work becomes a draft
+commit only Copier's clone has, which the ``template_source`` warning gate reports); for
+anything else Copier's default applies, the newest PEP 440 tag. When a node has no
+reachable merge base (template without git, lost cache, draft commit) a re-run re-renders
+it with its recorded answers instead: template-owned files are replaced, owner-owned ones
+(``_skip_if_exists``) kept.
 
 Copier is not thread-safe: it changes the process working directory (plumbum's
 ``local.cwd`` calls ``os.chdir``) while cloning and diffing. All Copier calls therefore

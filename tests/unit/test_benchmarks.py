@@ -1,0 +1,104 @@
+"""The pure parts of benchmarks/: statistics, goals, the JSON document and the table.
+
+No timing is asserted here: speed lives in ``benchmarks/run.py`` only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+# benchmarks/ is a folder of the checkout, not part of the installed package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from benchmarks import report
+from benchmarks.registry import HealthServer
+
+
+def test_json_has_exactly_the_issue_keys_in_order() -> None:
+    values = {key: float(i) for i, key in enumerate(report.KEYS)}
+    document = json.loads(report.to_json(values))
+    assert list(document) == [
+        "generate_node_s",
+        "copier_floor_s",
+        "generation_ratio",
+        "startup_to_passing_s",
+        "publish_ratio",
+        "registry_nodes_per_s",
+        "node_rss_mb",
+    ]
+    assert document["publish_ratio"] == 4.0
+
+
+def test_unmeasured_figures_are_null_not_invented() -> None:
+    document = json.loads(report.to_json({"generate_node_s": 0.4, "publish_ratio": math.nan}))
+    assert document["generate_node_s"] == 0.4
+    assert document["publish_ratio"] is None
+    assert document["node_rss_mb"] is None
+    assert set(document) == set(report.KEYS)
+
+
+def test_unknown_figure_is_refused() -> None:
+    with pytest.raises(KeyError, match="machine"):
+        report.figures({"machine": 2.0})
+
+
+def test_median_and_ratio() -> None:
+    assert report.median([3.0, 1.0, 2.0]) == 2.0
+    assert report.median([1.0, 2.0, 3.0, 10.0]) == 2.5
+    with pytest.raises(ValueError, match="no samples"):
+        report.median([])
+    assert report.ratio(1.0, 4.0) == 0.25
+    assert math.isnan(report.ratio(1.0, 0.0))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "met"),
+    [
+        ("generate_node_s", 0.5, True),
+        ("generate_node_s", 0.51, False),
+        ("publish_ratio", 0.7, True),
+        ("publish_ratio", 0.69, False),
+        ("registry_nodes_per_s", 99.0, False),
+        ("node_rss_mb", 100.0, True),
+        ("startup_to_passing_s", None, None),
+    ],
+)
+def test_goal_directions(key: str, value: float | None, met: bool | None) -> None:
+    assert report.GOALS[key].met(value) is met
+
+
+def test_table_marks_missed_goals_and_missing_figures() -> None:
+    text = report.table({"generate_node_s": 0.8, "publish_ratio": 0.9})
+    lines = {line.split()[0]: line for line in text.splitlines()[1:]}
+    assert "MISSED" in lines["generate_node_s"]
+    assert lines["publish_ratio"].rstrip().endswith("met")
+    assert "not measured" in lines["node_rss_mb"]
+    assert "reference" in lines["copier_floor_s"]
+    markdown = report.table({"node_rss_mb": 44.1}, markdown=True)
+    assert markdown.splitlines()[0].startswith("| figure |")
+    assert "| `node_rss_mb` | 44.1 MB | <= 100 | met |" in markdown
+
+
+def test_rss_from_proc_status() -> None:
+    status = "Name:\tpython\nVmPeak:\t  99999 kB\nVmRSS:\t   45056 kB\nThreads:\t7\n"
+    assert report.rss_mb_from_status(status) == 44.0
+    with pytest.raises(ValueError, match="VmRSS"):
+        report.rss_mb_from_status("Name:\tkthreadd\n")
+
+
+def test_health_server_answers_every_synthetic_node_and_nothing_else() -> None:
+    # Loopback only; the server is what the registry benchmark's nodes point Consul at.
+    with HealthServer() as server:
+        for index in (0, 7, 499):
+            with urllib.request.urlopen(server.url(index), timeout=5) as response:
+                assert response.status == 200
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"http://127.0.0.1:{server.port}/health", timeout=5)
+        assert missing.value.code == 404

@@ -597,8 +597,9 @@ def _staged_changes(staged: Path) -> tuple[list[str], list[str]]:
         if not entry:
             continue
         code, path = entry[:2], entry[3:]
-        if code[0] in "RC":
-            index += 1  # the next field is the rename source
+        if code[0] in "RC" and index < len(entries):
+            changed.append(entries[index])  # the rename source: gone from the node
+            index += 1
         changed.append(path)
         if "U" in code or code in ("AA", "DD") or path.endswith(".rej"):
             conflicts.append(path)

@@ -199,3 +199,19 @@ def test_dirty_template_reruns_change_nothing(
     assert again.metadata["mode"] == "regenerate"
     assert result["changed_files"] == []
     assert tree_hashes(out) == before
+
+
+def test_files_the_template_drops_are_removed(
+    own_template_repo: Path, parsed_data: dict[str, Any], tmp_path: Path
+):
+    out = tmp_path / "writer"
+    assert generate_node(parsed_data, out, template=own_template_repo)[0].status == "completed"
+    assert (out / ".dockerignore").is_file()
+    release(own_template_repo, "1.1.0", lambda repo: (repo / "template" / ".dockerignore").unlink())
+
+    stage, result = generate_node(parsed_data, out, template=own_template_repo)
+
+    assert stage.status == "completed", stage.error
+    assert ".dockerignore" in result["changed_files"]
+    assert not (out / ".dockerignore").exists()
+    assert ".dockerignore" not in result["generated_files"]

@@ -211,13 +211,16 @@ def _resolve_template(template: str | os.PathLike[str] | None) -> tuple[str, Pat
 
 
 def _git_toplevel(path: Path) -> Path | None:
-    result = subprocess.run(
-        ["git", "rev-parse", "--show-toplevel"],
-        cwd=path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"],
+            cwd=path,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError:  # the folder is gone or unreadable: not a work tree we can use
+        return None
     if result.returncode != 0:
         return None
     return Path(result.stdout.strip()).resolve()
@@ -253,6 +256,10 @@ class _Job:
             yield notes
         except _GateFailed as failure:
             self._record(gate_id, name, "fail", gate_type, str(failure), started, timestamp)
+            raise
+        except Exception as error:
+            message = f"unexpected {type(error).__name__}: {error}"
+            self._record(gate_id, name, "fail", gate_type, message, started, timestamp)
             raise
         status: GateStatus = "warning" if notes and gate_type == "warning" else "pass"
         self._record(gate_id, name, status, gate_type, "; ".join(notes) or None, started, timestamp)

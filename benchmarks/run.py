@@ -46,7 +46,7 @@ class Plan:
     registry_nodes: int
 
 
-QUICK = Plan(5, 5, 3, 3.0, 5_000, 3, 200)
+QUICK = Plan(5, 5, 3, 3.0, 10_000, 3, 200)
 FULL = Plan(10, 10, 5, 5.0, 20_000, 5, 500)
 
 

@@ -257,3 +257,36 @@ async def test_reconciler_retries_until_consul_answers_and_drops_nothing() -> No
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+def test_registered_before_health_answers_is_probed_until_passing() -> None:
+    view = RegistryView(SETTINGS)
+    reg = registration()
+    view.introspection(reg, 10, 100)
+    view.registered(reg, "critical", now=100)
+    assert [r.service_id for r in view.plan(100).promote] == [reg.service_id]
+    view.still_unhealthy(reg, now=100)
+    assert view.plan(100.1).promote == []
+    assert view.plan(100 + SETTINGS.promote_interval_s).promote
+    view.registered(reg, "passing", now=101)
+    assert view.plan(102).promote == [] and view.next_probe_in(102) is None
+
+
+def test_probing_gives_up_after_its_window() -> None:
+    view = RegistryView(SETTINGS)
+    reg = registration()
+    view.introspection(reg, 10, 100)
+    view.registered(reg, "critical", now=100)
+    assert view.plan(100 + SETTINGS.promote_window_s + 1).promote == []
+    assert reg.service_id not in view.unconfirmed
+
+
+def test_restarted_node_still_critical_in_consul_is_probed_again() -> None:
+    view = RegistryView(SETTINGS)
+    reg = registration()
+    view.introspection(reg, 10, 100)
+    view.registered(reg, "passing", now=100)
+    view.observe(snapshot(view, status="critical"), now=110)  # it was killed
+    view.introspection(registration(), 20, now=112)  # and started again, same ID
+    plan = view.plan(112)
+    assert plan.register == [] and [r.service_id for r in plan.promote] == [reg.service_id]

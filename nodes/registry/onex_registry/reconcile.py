@@ -106,7 +106,16 @@ class RegistryView:
         if previous is not None and previous.registration.service_id != registration.service_id:
             self._remove(previous.registration, announced_at)
         self.records[node_id] = NodeRecord(registration, announced_at=announced_at, last_seen=now)
-        self._backoff.pop(registration.service_id, None)
+        sid = registration.service_id
+        self._backoff.pop(sid, None)
+        if (
+            registration.uses_http_check
+            and self.observed.get(sid) == registration.fingerprint
+            and self.observed_status.get(sid, "critical") == "critical"
+        ):
+            # A node restarted under the same ID: Consul still has it critical and would wait
+            # up to a check interval; probe it now and mark it passing once it answers.
+            self.unconfirmed[sid] = (now + self._settings.promote_window_s, now)
 
     def heartbeat(self, node_id: str, status: str, note: str, now: float) -> bool:
         """Record a sign of life; False when the node is unknown (ask it to announce)."""
@@ -301,6 +310,14 @@ class Reconciler:
         self.stats = ReconcilerStats()
         self._snapshot_failures = 0
         self.snapshot_taken = asyncio.Event()
+        #: Told (reachable, last error) whenever Consul starts or stops answering.
+        self.on_consul_state: Callable[[bool, str], None] | None = None
+
+    def _set_reachable(self, reachable: bool, error: str) -> None:
+        changed = reachable != self.stats.consul_reachable or not self.snapshot_taken.is_set()
+        self.stats.consul_reachable = reachable
+        if changed and self.on_consul_state is not None:
+            self.on_consul_state(reachable, error)
 
     def wake(self) -> None:
         self._wake.set()
@@ -346,7 +363,7 @@ class Reconciler:
             return False
         assert isinstance(snapshot, AgentSnapshot)
         self._snapshot_failures = 0
-        self.stats.consul_reachable = True
+        self._set_reachable(True, "")
         reaped = self.view.observe(snapshot, self._clock())
         for node_id in reaped:
             log.info("Consul removed node %s after its check stayed critical", node_id)
@@ -356,8 +373,8 @@ class Reconciler:
     def _unreachable(self, error: str) -> None:
         if self.stats.consul_reachable or error != self.stats.last_error:
             log.warning("%s; retrying with backoff, nothing is dropped", error)
-        self.stats.consul_reachable = False
         self.stats.last_error = error
+        self._set_reachable(False, error)
         self.stats.failures += 1
 
     async def _execute(self, plan: Plan) -> None:

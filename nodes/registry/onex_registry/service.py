@@ -36,11 +36,21 @@ class RegistryService:
 
     async def start(self, ctx: NodeContext) -> None:
         """Called from ``on_start``: returns at once; the work continues in owned tasks."""
+        # Not ready until Consul answers (the reconciler's first look at the agent, within
+        # milliseconds when it is up). The view is rebuilt while ready: records replayed
+        # from the compacted topic are registered as they are read.
         ctx.set_not_ready(
-            READY_VIEW, f"rebuilding the view from {naming.introspection_topic(ctx.environment)}"
+            READY_CONSUL, f"Consul not reached yet at {self.settings.consul_http_addr}"
         )
-        ctx.set_not_ready(READY_CONSUL, "Consul not reached yet")
+        self.reconciler.on_consul_state = lambda ok, error: self._consul_state(ctx, ok, error)
+        ctx.spawn(self.reconciler.run(), name="registry-reconciler")
         ctx.spawn(self._run(ctx), name="registry")
+
+    def _consul_state(self, ctx: NodeContext, reachable: bool, error: str) -> None:
+        if reachable:
+            ctx.set_ready(READY_CONSUL)
+        else:
+            ctx.set_not_ready(READY_CONSUL, error)
 
     async def _run(self, ctx: NodeContext) -> None:
         kafka_config = ctx.settings.kafka_common()
@@ -55,8 +65,6 @@ class RegistryService:
             publisher=ctx.publisher,
             requested_by=ctx.identity.service_name,
         )
-        ctx.spawn(self.reconciler.run(), name="registry-reconciler")
-        ctx.spawn(self._watch_consul(ctx), name="registry-consul-watch")
         consumer = ctx.spawn(self.discovery.run(), name="registry-discovery")
         replayed = asyncio.create_task(self.discovery.replayed.wait())
         try:
@@ -64,8 +72,8 @@ class RegistryService:
         finally:
             replayed.cancel()
         if not self.discovery.replayed.is_set():
-            return  # the consumer died; NodeContext logs why, /health stays 503
-        ctx.set_ready(READY_VIEW)
+            ctx.set_not_ready(READY_VIEW, "the discovery consumer stopped; see the log")
+            return
         # Everyone announces again: nodes that started while the registry was away, and nodes
         # whose announcement was compacted into an older value, are brought up to date.
         await self._request_introspection(ctx)
@@ -86,6 +94,7 @@ class RegistryService:
                 continue
             for change in changes:
                 log.info("topics: %s", change)
+            ctx.set_ready(READY_VIEW)
             return
 
     async def _request_introspection(self, ctx: NodeContext) -> None:
@@ -99,20 +108,6 @@ class RegistryService:
                 attempt += 1
                 log.warning("introspection request not delivered: %s", error)
                 await asyncio.sleep(backoff_delay(attempt, 0.5, 5.0))
-
-    async def _watch_consul(self, ctx: NodeContext) -> None:
-        """Mirror the reconciler's Consul state into ``/health``."""
-        while True:
-            stats = self.reconciler.stats
-            if stats.consul_reachable:
-                ctx.set_ready(READY_CONSUL)
-            else:
-                ctx.set_not_ready(
-                    READY_CONSUL,
-                    stats.last_error
-                    or f"Consul not reached yet at {self.settings.consul_http_addr}",
-                )
-            await asyncio.sleep(0.5)
 
     async def stop(self, ctx: NodeContext) -> None:
         """Called from ``on_stop`` (tasks already cancelled): leave Consul at once.

@@ -311,7 +311,7 @@ class NodeBase:
 
     async def _connect_and_run(self) -> None:
         attempt = 0
-        while not await self.publisher.probe(timeout_s=3.0):
+        while not await self.publisher.probe(timeout_s=2.0):
             attempt += 1
             delay = backoff_delay(attempt, 0.5, 5.0)
             self.log.info(

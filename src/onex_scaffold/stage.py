@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import re
 import shutil
@@ -733,6 +734,37 @@ def _render_and_install(
     mode: str,
 ) -> tuple[list[str], list[str], dict[str, Any], str]:
     """Stage, check and install; returns (changed files, all files, recorded answers, mode)."""
+    if mode == "update":
+        with _folder_lock(target):
+            return _stage_and_install(job, target, answers, src, template_dir, ref, mode)
+    return _stage_and_install(job, target, answers, src, template_dir, ref, mode)
+
+
+@contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """Across processes: one update of an existing node folder at a time (flock on it)."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as error:
+            raise _GateFailed(
+                f"another process is updating {folder} right now; wait for it to finish"
+            ) from error
+        yield
+    finally:
+        os.close(descriptor)  # closing releases the lock
+
+
+def _stage_and_install(
+    job: _Job,
+    target: Path,
+    answers: dict[str, Any],
+    src: str,
+    template_dir: Path | None,
+    ref: str | None,
+    mode: str,
+) -> tuple[list[str], list[str], dict[str, Any], str]:
     if mode == "update":
         no_merge_base = _missing_merge_base(_recorded_answers(target), template_dir)
         if no_merge_base is not None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -215,3 +217,36 @@ def test_files_the_template_drops_are_removed(
     assert ".dockerignore" in result["changed_files"]
     assert not (out / ".dockerignore").exists()
     assert ".dockerignore" not in result["generated_files"]
+
+
+def test_an_update_in_progress_elsewhere_is_not_joined(
+    template_repo: Path, parsed_data: dict[str, Any], tmp_path: Path
+):
+    out = tmp_path / "writer"
+    assert generate_node(parsed_data, out, template=template_repo)[0].status == "completed"
+    before = tree_hashes(out)
+    # another process holds the node folder's lock while it updates
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(60)\n",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        stage, _ = generate_node(parsed_data, out, template=template_repo)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert stage.status == "failed"
+    assert "another process is updating" in (stage.error or "")
+    assert tree_hashes(out) == before
+    assert leftovers_beside(out) == []

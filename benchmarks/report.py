@@ -159,3 +159,12 @@ def machine() -> str:
     cpu = f"{cpus} cores" + (f" ({model})" if model else "")
     system = f"{platform.system()} {platform.release()}"
     return f"{cpu}{memory}, {system}, Python {platform.python_version()}"
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages: how busy the machine was besides the benchmark."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "unknown"
+    return f"{one:.1f}/{five:.1f}/{fifteen:.1f}"

@@ -198,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     log(f"machine: {report.machine()}")
     log(f"plan: {plan}")
+    load_before = report.load_average()
     work = Path(tempfile.mkdtemp(prefix="onex-bench-"))
     run = Run(plan, work)
     try:
@@ -215,7 +216,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(work, ignore_errors=True)
     print(report.table(run.values))
-    print(f"machine: {report.machine()}; {time.perf_counter() - started:.0f}s in all")
+    print(
+        f"machine: {report.machine()}; load average {load_before} at the start, "
+        f"{report.load_average()} at the end; {time.perf_counter() - started:.0f}s in all"
+    )
     if args.json is not None:
         args.json.write_text(report.to_json(run.values))
         log(f"figures written to {args.json}")

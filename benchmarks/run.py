@@ -1,6 +1,6 @@
 """The figures of issue 7, measured in one run against a live stack.
 
-    python benchmarks/run.py [--quick] [--json FILE] [--root DIR] [--kafka apache|tansu]
+    python benchmarks/run.py [--quick] [--json FILE] [--markdown] [--root DIR] [--kafka KIND]
 
 Addresses come from the environment or ``<root>/.onex-dev/env`` (``onex-node dev up``); when no
 stack answers there, one is started in a temporary folder and stopped at the end. Progress,
@@ -193,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         help="broker for a stack this run has to start itself (default: apache)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (node logs)")
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     started = time.perf_counter()
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"work folder kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    print(report.table(run.values))
+    print(report.table(run.values, markdown=args.markdown))
     print(
         f"machine: {report.machine()}; load average {load_before} at the start, "
         f"{report.load_average()} at the end; {time.perf_counter() - started:.0f}s in all"

@@ -17,6 +17,10 @@ from .naming import NodeType
 
 SCHEMA_VERSION = "1.0.0"
 
+#: A dead letter keeps at most this many bytes of the original record, so a record that
+#: failed for being too large can still be dead-lettered.
+DEAD_LETTER_MAX_ORIGINAL = 256 * 1024
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
@@ -111,6 +115,9 @@ class ModelDeadLetter(_Model):
     offset: int | None = None
     key: str | None = None
     original: str
+    #: True when ``original`` holds only the first ``DEAD_LETTER_MAX_ORIGINAL`` bytes.
+    original_truncated: bool = False
+    original_size: int = Field(default=0, ge=0)
     error: str
     attempts: int = Field(ge=0)
     failed_at: datetime = Field(default_factory=utc_now)

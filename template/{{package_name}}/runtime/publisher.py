@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,12 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from . import naming
-from .events import ModelDeadLetter, ModelEventEnvelope, ModelEventSource
+from .events import (
+    DEAD_LETTER_MAX_ORIGINAL,
+    ModelDeadLetter,
+    ModelEventEnvelope,
+    ModelEventSource,
+)
 from .metrics import Metrics
 from .resilience import BreakerState, CircuitBreaker, CircuitOpenError, backoff_delay
 
@@ -37,6 +43,10 @@ class PublishError(RuntimeError):
         self.topic = topic
         self.attempts = attempts
         self.dead_lettered = dead_lettered
+
+
+class PublisherClosedError(RuntimeError):
+    """``publish`` was called after ``close()``."""
 
 
 class DeliveryError(RuntimeError):
@@ -127,6 +137,10 @@ class EventPublisher:
         self._stop_polling = threading.Event()
         self._lock = threading.Lock()
         self._fatal: KafkaError | None = None
+        # Set when deliveries time out although the broker answers: the broker may have lost
+        # this producer's id (restarted without its state); a new producer gets a new id.
+        self._stale = False
+        self._recreated_at = 0.0
         self._closed = False
         self.broker_down = False
         self.metrics.gauge(
@@ -140,7 +154,7 @@ class EventPublisher:
     def start(self) -> None:
         """Create the producer and its poll thread; called lazily by the first publish."""
         if self._closed:
-            raise RuntimeError("EventPublisher is closed; create a new one")
+            raise PublisherClosedError("EventPublisher is closed; create a new one")
         if self._producer is not None:
             return
         self._loop = asyncio.get_running_loop()
@@ -216,10 +230,13 @@ class EventPublisher:
         return True
 
     def _recreate_if_fatal(self) -> None:
-        if self._fatal is None or self._closed:
+        if (self._fatal is None and not self._stale) or self._closed:
             return
         old = self._producer
         self._fatal = None
+        self._stale = False
+        self._recreated_at = time.monotonic()
+        log.warning("recreating the Kafka producer (new producer id) after delivery failures")
         self._producer = Producer(self._config)
         if old is not None:
             # Fail whatever the dead producer still holds; the poll thread no longer sees it.
@@ -290,7 +307,8 @@ class EventPublisher:
                 break  # fail fast: waiting out the cool-down here would stall the caller
             except DeliveryError as exc:
                 last_error = exc
-                if not exc.retriable or attempt > self.max_retries:
+                self._note_delivery_failure(exc)
+                if not exc.retriable or attempt > self.max_retries or self._closed:
                     break
                 self.metrics.inc("onex_publish_retries_total")
                 delay = backoff_delay(attempt, self.backoff_s, self.backoff_max_s)
@@ -327,6 +345,12 @@ class EventPublisher:
             dead_lettered=dead_lettered,
         ) from last_error
 
+    def _note_delivery_failure(self, exc: DeliveryError) -> None:
+        err = exc.kafka_error
+        timed_out = err is not None and err.code() == KafkaError._MSG_TIMED_OUT
+        if timed_out and time.monotonic() - self._recreated_at > 5.0:
+            self._stale = True
+
     async def publish_tombstone(self, topic: str, key: str | bytes) -> None:
         """A null value for ``key`` on a compacted topic: the key's record is deleted."""
         await self.produce(topic, None, key=key)
@@ -346,12 +370,15 @@ class EventPublisher:
     ) -> bool:
         """Send a ``ModelDeadLetter`` to ``naming.dead_letter_topic(source_topic)``; True if confirmed."""
         text_key = key.decode(errors="replace") if isinstance(key, bytes) else key
+        raw = original or b""
         letter = ModelDeadLetter(
             source_topic=source_topic,
             partition=partition,
             offset=offset,
             key=text_key,
-            original=(original or b"").decode("utf-8", errors="replace"),
+            original=raw[:DEAD_LETTER_MAX_ORIGINAL].decode("utf-8", errors="replace"),
+            original_truncated=len(raw) > DEAD_LETTER_MAX_ORIGINAL,
+            original_size=len(raw),
             error=error[:4000],
             attempts=attempts,
         )
@@ -382,7 +409,7 @@ class EventPublisher:
     ) -> Message:
         """One produce attempt through the circuit breaker; returns the confirmed message."""
         if self._closed:
-            raise RuntimeError("EventPublisher is closed")
+            raise PublisherClosedError("EventPublisher is closed; create a new one")
         self.start()
         self.breaker.before_call()
         try:

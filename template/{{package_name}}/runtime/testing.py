@@ -14,19 +14,31 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from .events import ModelEventEnvelope, ModelEventSource
 
 
 async def http_request(
-    url: str, method: str = "GET", body: Mapping[str, Any] | None = None, timeout_s: float = 5.0
+    url: str,
+    method: str = "GET",
+    body: Mapping[str, Any] | None = None,
+    timeout_s: float = 5.0,
 ) -> tuple[int, bytes]:
     """A minimal HTTP/1.1 client (standard library only): returns (status, body)."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     payload = json.dumps(body).encode() if body is not None else b""
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(host, port), timeout_s
+    )
     try:
         head = (
             f"{method} {parts.path or '/'} HTTP/1.1\r\nHost: {host}\r\n"
@@ -45,7 +57,8 @@ async def http_request(
 
 
 class TopicReader:
-    """Reads topics from the beginning with a fresh consumer group, off the event loop."""
+    """Reads topics from their beginning without a consumer group (no group join to wait
+    for), off the event loop. Topics that do not exist yet are picked up when they appear."""
 
     def __init__(
         self,
@@ -53,37 +66,55 @@ class TopicReader:
         topics: list[str],
         *,
         extra_config: Mapping[str, Any] | None = None,
-        from_beginning: bool = True,
     ) -> None:
         self.topics = topics
         self.records: list[Message] = []
+        self._assigned: set[str] = set()
         self._consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap_servers,
-                "group.id": f"test-reader-{uuid.uuid4()}",
-                "auto.offset.reset": "earliest" if from_beginning else "latest",
+                "group.id": f"test-reader-{uuid.uuid4()}",  # required, never joined
                 "enable.auto.commit": False,
                 "allow.auto.create.topics": True,
-                "session.timeout.ms": 6000,
-                "heartbeat.interval.ms": 500,
-                "topic.metadata.refresh.interval.ms": 1000,
                 **(extra_config or {}),
             }
         )
-        self._consumer.subscribe(topics)
+
+    def _assign_new_topics(self) -> None:
+        for topic in self.topics:
+            if topic in self._assigned:
+                continue
+            meta = self._consumer.list_topics(topic, timeout=5.0).topics.get(topic)
+            if meta is None or meta.error is not None or not meta.partitions:
+                continue
+            parts = [
+                TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions
+            ]
+            self._consumer.incremental_assign(parts)
+            self._assigned.add(topic)
 
     def _poll(self, timeout_s: float) -> list[Message]:
+        self._assign_new_topics()
+        if not self._assigned:
+            time.sleep(min(timeout_s, 0.2))
+            return []
         out = []
         for message in self._consumer.consume(500, timeout_s):
             error = message.error()
             if error is None:
                 out.append(message)
-            elif error.code() not in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
+            elif error.code() not in (
+                KafkaError._PARTITION_EOF,
+                KafkaError.UNKNOWN_TOPIC_OR_PART,
+            ):
                 raise RuntimeError(f"test reader: {error}")
         return out
 
     async def wait_for(
-        self, predicate: Callable[[Message], bool], timeout_s: float = 30.0, count: int = 1
+        self,
+        predicate: Callable[[Message], bool],
+        timeout_s: float = 30.0,
+        count: int = 1,
     ) -> list[Message]:
         """Poll until ``count`` records match ``predicate`` (including ones read before)."""
         deadline = time.monotonic() + timeout_s
@@ -148,6 +179,8 @@ async def send_raw(
             on_delivery=lambda err, _m: errors.extend([err] if err else []),
         )
         if producer.flush(15.0) or errors:
-            raise RuntimeError(f"test producer could not deliver to {topic}: {errors or 'timeout'}")
+            raise RuntimeError(
+                f"test producer could not deliver to {topic}: {errors or 'timeout'}"
+            )
 
     await asyncio.to_thread(produce)

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
+import yaml
+
 from onex_scaffold.template_source import template_root
 
 #: The effect node every generation run produces (the PRD stage's ``parsed_data`` shape).
@@ -101,4 +103,22 @@ def time_copier_floor(template: Path, output: Path) -> float:
     elapsed = time.perf_counter() - started
     if not (output / "README.md").is_file():
         raise GenerationFailed(f"run_copy of {template} produced no README.md in {output}")
+    return elapsed
+
+
+def recorded_answers(project: Path) -> dict[str, Any]:
+    """The answers a generated node recorded (questions only, no ``_src_path`` etc.)."""
+    data = yaml.safe_load((project / ".copier-answers.yml").read_text()) or {}
+    return {key: value for key, value in data.items() if not str(key).startswith("_")}
+
+
+def time_plain_copy(template: Path, answers: dict[str, Any], output: Path) -> float:
+    """Wall time of ``run_copy`` of the node template with ``answers``: Copier alone."""
+    from copier import run_copy
+
+    started = time.perf_counter()
+    run_copy(str(template), str(output), data=answers, defaults=True, unsafe=True, quiet=True)
+    elapsed = time.perf_counter() - started
+    if not (output / ".copier-answers.yml").is_file():
+        raise GenerationFailed(f"run_copy of {template} produced no answers file in {output}")
     return elapsed

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import resource
 import sys
 import time
 import uuid
@@ -43,6 +44,10 @@ class PublishBenchError(RuntimeError):
 class PublishResult:
     publisher_msgs_per_s: list[float]
     raw_msgs_per_s: list[float]
+    #: Process CPU per record (librdkafka's threads included), which machine load distorts
+    #: far less than throughput does.
+    publisher_cpu_us: list[float]
+    raw_cpu_us: list[float]
     record_bytes: int
 
 
@@ -86,6 +91,11 @@ def delete_topic(kafka: str, topic: str) -> None:
 
 def bench_topic(environment: str, run_id: str) -> str:
     return str(naming().topic(environment, "evt", f"bench-publish-{run_id}"))
+
+
+def process_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def payload(size: int) -> dict[str, Any]:
@@ -207,16 +217,24 @@ def run(
     keys = [str(uuid.uuid4()) for _ in range(messages)]
     raw: list[float] = []
     published: list[float] = []
+    raw_cpu: list[float] = []
+    published_cpu: list[float] = []
     try:
         for _ in range(rounds):
+            cpu = process_cpu_s()
             raw.append(raw_round(kafka, topic, value, headers, keys))
+            raw_cpu.append((process_cpu_s() - cpu) / messages * 1e6)
+            cpu = process_cpu_s()
             published.append(
                 asyncio.run(publisher_round(publisher_module, kafka, topic, body, keys, batch))
             )
+            published_cpu.append((process_cpu_s() - cpu) / messages * 1e6)
     finally:
         delete_topic(kafka, topic)
     return PublishResult(
         publisher_msgs_per_s=published,
         raw_msgs_per_s=raw,
+        publisher_cpu_us=published_cpu,
+        raw_cpu_us=raw_cpu,
         record_bytes=len(value) + sum(len(k) + len(v or b"") for k, v in headers),
     )

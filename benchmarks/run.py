@@ -87,16 +87,24 @@ class Run:
         generation.time_copier_floor(floor_repo, out / "warm-up-floor")
         generated: list[float] = []
         floor: list[float] = []
+        plain: list[float] = []
+        answers = generation.recorded_answers(out / "warm-up-node")
         # Alternating the two keeps machine noise from favouring either.
         for index in range(max(self.plan.generations, self.plan.floor_runs)):
             if index < self.plan.generations:
                 folder = out / f"node-{index}"
                 generated.append(generation.time_generate_node(node_repo, folder))
                 self.node_folders.append(folder)
+                # Copier alone on the same template and answers: the stage's own share.
+                plain.append(generation.time_plain_copy(node_repo, answers, out / f"plain-{index}"))
             if index < self.plan.floor_runs:
                 floor.append(generation.time_copier_floor(floor_repo, out / f"floor-{index}"))
         log(f"generate_node samples: {samples_text(generated)}")
         log(f"copier floor samples:  {samples_text(floor)}")
+        log(
+            f"run_copy of the node template with the same answers: {samples_text(plain)} "
+            f"(median {report.median(plain):.3f}s: the rest of generate_node_s is the stage's)"
+        )
         generate_s, floor_s = report.median(generated), report.median(floor)
         self.values["generate_node_s"] = generate_s
         self.values["copier_floor_s"] = floor_s
@@ -146,6 +154,11 @@ class Run:
             f"publish ({self.plan.publish_messages} records of {result.record_bytes} B each): "
             f"EventPublisher {samples_text(result.publisher_msgs_per_s, '/s')}; "
             f"raw Producer {samples_text(result.raw_msgs_per_s, '/s')}"
+        )
+        log(
+            "publish CPU per record (setup included): EventPublisher "
+            f"{report.median(result.publisher_cpu_us):.1f} us, "
+            f"raw Producer {report.median(result.raw_cpu_us):.1f} us"
         )
         self.values["publish_ratio"] = report.ratio(
             report.median(result.publisher_msgs_per_s), report.median(result.raw_msgs_per_s)

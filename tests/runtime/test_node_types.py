@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from .conftest import NODE_TYPES, Broker, RenderedNode, set_node_env
+from .conftest import NODE_TYPES, Broker, RenderedNode
 
 
 def _rt(node: RenderedNode) -> tuple[Any, Any]:
@@ -27,7 +27,8 @@ async def test_introspection_is_read_back_by_an_independent_consumer(
     project = rendered[node_type]
     naming, testing = _rt(project)
     node = project.node_class()()
-    reader = testing.TopicReader(broker.bootstrap, [naming.introspection_topic(node_env["KAFKA_ENVIRONMENT"])])
+    topic = naming.introspection_topic(node_env["KAFKA_ENVIRONMENT"])
+    reader = testing.TopicReader(broker.bootstrap, [topic])
     try:
         await node.initialize()
         # initialize() returned: the broker has already confirmed the announcement.
@@ -145,7 +146,7 @@ async def test_reducer_aggregates_two_topics_persists_and_resumes_without_double
     try:
         await node.initialize()
         for i in range(3):
-            await testing.send_event(broker.bootstrap, placed, "shop.order_placed", {"amount": 10 + i})
+            await testing.send_event(broker.bootstrap, placed, "shop.placed", {"amount": 10 + i})
         for _ in range(2):
             await testing.send_event(broker.bootstrap, paid, "shop.order_paid", {"amount": 1})
         await reader.wait_for(

@@ -204,13 +204,24 @@ class FlakyAgent:
         self._maybe_fail()
         with self.lock:
             self.services[reg.service_id] = reg.fingerprint
-            self.kv[reg.kv_key] = reg.manifest
 
-    def deregister(self, service_id: str, kv_key: str) -> None:
+    def deregister(self, service_id: str) -> None:
         self._maybe_fail()
         with self.lock:
             self.services.pop(service_id, None)
-            self.kv.pop(kv_key, None)
+
+    def write_manifests(self, items: list[tuple[str, str]]) -> None:
+        assert len(items) <= 64
+        self._maybe_fail()
+        with self.lock:
+            self.kv.update(items)
+
+    def delete_manifests(self, keys: list[str]) -> None:
+        assert len(keys) <= 64
+        self._maybe_fail()
+        with self.lock:
+            for key in keys:
+                self.kv.pop(key, None)
 
     def ttl_update(self, check_id: str, status: str, note: str) -> None:
         self._maybe_fail()
@@ -236,13 +247,13 @@ async def test_reconciler_retries_until_consul_answers_and_drops_nothing() -> No
     agent = FlakyAgent(failures=6)
     loop = asyncio.get_running_loop()
     reconciler = Reconciler(view, agent, settings, clock=loop.time)  # type: ignore[arg-type]
-    regs = [registration(instance=f"i{i}") for i in range(20)]
+    regs = [registration(instance=f"i{i}") for i in range(150)]  # more than one KV batch
     for reg in regs:
         view.introspection(reg, 1, loop.time())
     task = asyncio.create_task(reconciler.run())
     try:
-        await wait_until(lambda: len(agent.services) == len(regs))
-        assert set(agent.kv) == {r.kv_key for r in regs}
+        await wait_until(lambda: len(agent.kv) == len(regs))
+        assert set(agent.services) == {r.service_id for r in regs}
         assert reconciler.stats.failures >= 1
         # Consul restarts and forgets everything: the reconciler fills it again.
         with agent.lock:

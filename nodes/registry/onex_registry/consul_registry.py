@@ -8,6 +8,7 @@ reconciler calls it from worker threads, never from the event loop.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -39,6 +40,8 @@ _META_KEY_BAD_CHARS: Final = re.compile(r"[^A-Za-z0-9_-]")
 MANAGED_BY_KEY: Final = "onex_managed_by"
 MANAGED_BY_VALUE: Final = "onex-registry"
 FINGERPRINT_KEY: Final = "onex_fingerprint"
+#: Consul's limit on operations in one /v1/txn request.
+TXN_MAX_OPS: Final = 64
 
 _DURATION: Final = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h))+")
 _DURATION_PART: Final = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -366,6 +369,7 @@ class ConsulAgent:
         return AgentSnapshot(fingerprints=fingerprints, check_status=status)
 
     def register(self, registration: Registration, initial_status: str | None) -> None:
+        """The service and its check (the KV manifest is written by ``write_manifests``)."""
         client = self._client()
         check = dict(registration.check)
         if initial_status is not None:
@@ -382,14 +386,8 @@ class ConsulAgent:
             check=check,
             replace_existing_checks=True,
         )
-        self._call(
-            f"write {registration.kv_key}",
-            client.kv.put,
-            registration.kv_key,
-            registration.manifest,
-        )
 
-    def deregister(self, service_id: str, kv_key: str) -> None:
+    def deregister(self, service_id: str) -> None:
         client = self._client()
         try:
             client.agent.service.deregister(service_id)
@@ -400,7 +398,31 @@ class ConsulAgent:
                 f"Consul deregister {service_id} failed at {self._settings.consul_http_addr}: "
                 f"{error}"
             ) from error
-        self._call(f"delete {kv_key}", client.kv.delete, kv_key)
+
+    def write_manifests(self, items: list[tuple[str, str]]) -> None:
+        """Set KV ``key -> value`` for up to ``TXN_MAX_OPS`` keys in one transaction."""
+        self._txn(
+            [
+                {
+                    "KV": {
+                        "Verb": "set",
+                        "Key": key,
+                        "Value": base64.b64encode(value.encode()).decode(),
+                    }
+                }
+                for key, value in items
+            ]
+        )
+
+    def delete_manifests(self, keys: list[str]) -> None:
+        self._txn([{"KV": {"Verb": "delete", "Key": key}} for key in keys])
+
+    def _txn(self, operations: list[dict[str, Any]]) -> None:
+        if not operations:
+            return
+        if len(operations) > TXN_MAX_OPS:
+            raise ValueError(f"a Consul transaction holds at most {TXN_MAX_OPS} operations")
+        self._call(f"KV transaction of {len(operations)}", self._client().txn.put, operations)
 
     def ttl_update(self, check_id: str, status: str, note: str) -> None:
         client = self._client()

@@ -118,7 +118,8 @@ class RegistryService:
         service_id = naming.consul_service_id(ctx.identity.service_name, ctx.identity.node_id)
         kv_key = naming.consul_kv_key(ctx.identity.node_id)
         try:
-            await asyncio.to_thread(self.agent.deregister, service_id, kv_key)
+            await asyncio.to_thread(self.agent.deregister, service_id)
+            await asyncio.to_thread(self.agent.delete_manifests, [kv_key])
         except ConsulUnavailableError as error:
             log.warning("could not deregister the registry itself: %s", error)
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -43,6 +44,7 @@ from registry_helpers import (
     wait_for,
 )
 
+from onex_scaffold.devstack import procs
 from onex_scaffold.devstack.registry import probe_registry
 from onex_scaffold.devstack.stack import Stack
 from onex_scaffold.devstack.testing import StackAddresses
@@ -447,3 +449,45 @@ def test_fake_nodes_with_a_health_endpoint_register_passing(
         finally:
             say_goodbye(prod, event)
         wait_for("gone", lambda: consul.status(service_id) is None, 15)
+
+
+def test_consul_down_nothing_is_dropped(
+    stack: StackAddresses, consul: ConsulHttp, registry: str
+) -> None:
+    """Announcements made while Consul is down are registered once it is back."""
+    dev = Stack(dev_root())
+    record = dev.store.load().services["consul"]
+    assert record.pid is not None and record.start_ticks is not None
+    prod = producer(stack)
+    events = [fake_introspection("e2e-outage", f"i-{uuid.uuid4().hex[:8]}", None) for _ in range(5)]
+    ids = {naming.consul_service_id(e.service_name, e.node_id) for e in events}
+    procs.stop(procs.ProcessInfo(record.pid, record.start_ticks))  # Consul is gone
+    try:
+        for event in events:
+            announce(prod, event)
+
+        def not_ready() -> str | None:
+            try:
+                with urllib.request.urlopen(registry + "/health", timeout=2):
+                    return None
+            except urllib.error.HTTPError as error:
+                reasons = json.loads(error.read())["reasons"]
+                return "; ".join(reasons) if any("Consul" in r for r in reasons) else None
+
+        print(f"\nregistry while Consul is down: {wait_for('503', not_ready, 15)[:160]}")
+        time.sleep(2)  # a few failed attempts, backing off
+    finally:
+        dev.restart("consul")
+    back = time.monotonic()
+    try:
+        wait_for("all registered", lambda: ids <= consul.managed_ids(), 30)
+        print(
+            f"{len(ids)} announcements made during the outage registered "
+            f"{time.monotonic() - back:.2f} s after Consul answered again"
+        )
+    finally:
+        for event in events:
+            say_goodbye(prod, event, flush=False)
+        assert prod.flush(15) == 0
+    wait_for("gone", lambda: not (ids & consul.managed_ids()), 15)
+    assert probe_registry(registry) is None

@@ -317,11 +317,17 @@ class _Ok(BaseHTTPRequestHandler):
         return None
 
 
+class _Server(ThreadingHTTPServer):
+    # The default listen backlog of 5 drops connections when hundreds of fake nodes are
+    # probed at once, and each dropped client waits a second for its SYN retry.
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 @contextlib.contextmanager
 def health_server() -> Iterator[str]:
     """An HTTP server answering 200 on every path: the health endpoint of fake nodes."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
-    server.daemon_threads = True
+    server = _Server(("127.0.0.1", 0), _Ok)
     thread = threading.Thread(target=server.serve_forever, name="fake-health", daemon=True)
     thread.start()
     try:

@@ -348,9 +348,17 @@ class ConsulAgent:
         try:
             return fn(*args, **kwargs)
         except (requests.RequestException, consul.ConsulException) as error:
-            raise ConsulUnavailableError(
-                f"Consul {what} failed at {self._settings.consul_http_addr}: {error}"
-            ) from error
+            raise ConsulUnavailableError(self._describe(what, error)) from error
+
+    def _describe(self, what: str, error: Exception) -> str:
+        """One short line: what failed, where, and why (not urllib3's whole retry story)."""
+        if isinstance(error, requests.ConnectionError):
+            reason = "connection refused or reset; is the Consul agent running?"
+        elif isinstance(error, requests.Timeout):
+            reason = f"no answer within {self._settings.consul_timeout_s:.0f}s"
+        else:
+            reason = f"{type(error).__name__}: {str(error)[:200]}"
+        return f"Consul {what} failed at {self._settings.consul_http_addr}: {reason}"
 
     def snapshot(self) -> AgentSnapshot:
         client = self._client()
@@ -395,8 +403,7 @@ class ConsulAgent:
             pass  # already gone (Consul reaped it, or it restarted): the goal is reached
         except (requests.RequestException, consul.ConsulException) as error:
             raise ConsulUnavailableError(
-                f"Consul deregister {service_id} failed at {self._settings.consul_http_addr}: "
-                f"{error}"
+                self._describe(f"deregister {service_id}", error)
             ) from error
 
     def write_manifests(self, items: list[tuple[str, str]]) -> None:

@@ -36,9 +36,7 @@ async def http_request(
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     payload = json.dumps(body).encode() if body is not None else b""
-    reader, writer = await asyncio.wait_for(
-        asyncio.open_connection(host, port), timeout_s
-    )
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
     try:
         head = (
             f"{method} {parts.path or '/'} HTTP/1.1\r\nHost: {host}\r\n"
@@ -87,9 +85,7 @@ class TopicReader:
             meta = self._consumer.list_topics(topic, timeout=5.0).topics.get(topic)
             if meta is None or meta.error is not None or not meta.partitions:
                 continue
-            parts = [
-                TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions
-            ]
+            parts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
             self._consumer.incremental_assign(parts)
             self._assigned.add(topic)
 
@@ -179,8 +175,6 @@ async def send_raw(
             on_delivery=lambda err, _m: errors.extend([err] if err else []),
         )
         if producer.flush(15.0) or errors:
-            raise RuntimeError(
-                f"test producer could not deliver to {topic}: {errors or 'timeout'}"
-            )
+            raise RuntimeError(f"test producer could not deliver to {topic}: {errors or 'timeout'}")
 
     await asyncio.to_thread(produce)

@@ -166,8 +166,8 @@ def _pids(root: Path) -> list[int]:
 def own_root(tmp_path: Path) -> Iterator[Path]:
     """A project folder for a stack of its own; whatever a test starts there is stopped."""
     yield tmp_path
-    if (tmp_path / ".onex-dev" / "state.json").is_file():
-        Stack(tmp_path).down()
+    # purge: a PostgreSQL cluster may live in the system temp dir (see PostgresService._home).
+    Stack(tmp_path).down(purge=True)
 
 
 def test_up_twice_then_down_leaves_no_process(own_root: Path) -> None:

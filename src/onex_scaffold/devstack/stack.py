@@ -222,6 +222,12 @@ class Stack:
                     f"log {record.log}; try `onex-node dev restart {name}`"
                 )
             self.log(f"{name}: already running (pid {record.pid})")
+            wanted_kind = {"apache": "apache-kafka", "tansu": "tansu"}.get(options.kafka or "")
+            if name == "kafka" and wanted_kind and record.kind != wanted_kind:
+                self.log(
+                    f"kafka: kept the running {record.kind}; run `onex-node dev down` first "
+                    f"to switch to --kafka {options.kafka}"
+                )
             return True
         if options.use_environment:
             external = service.external(environ)

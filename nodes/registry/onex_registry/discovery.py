@@ -385,7 +385,11 @@ class DiscoveryConsumer:
             registration = build_registration(event, self._settings)
         except HealthEndpointError as error:
             raise PoisonRecordError(str(error)) from error
-        self.view.introspection(registration, envelope.timestamp.timestamp(), now)
+        # Replayed history carries its own age: a node that announced itself long ago and
+        # was never heard of since is remembered, but not registered again until it shows a
+        # sign of life (it answers the introspection request sent after the replay).
+        seen = now if self.replayed.is_set() else min(now, _message_time(message, now))
+        self.view.introspection(registration, envelope.timestamp.timestamp(), seen)
         self.stats.introspections += 1
 
     async def _on_heartbeat(self, message: Message) -> None:

@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 import consul
-import requests
 
 #: Services the registry manages carry this meta pair (see nodes/registry consul_registry.py).
 MANAGED_FILTER: Final = 'Service.Meta.onex_managed_by == "onex-registry"'
@@ -86,7 +85,7 @@ def list_nodes(address: str, service: str | None = None) -> list[NodeRow]:
         for name in names:
             _, entries = client.health.service(name, filter_expr=MANAGED_FILTER)
             rows.extend(_row(entry) for entry in entries)
-    except requests.RequestException as error:
+    except OSError as error:  # requests' errors are OSErrors
         raise ConsulQueryError(
             f"cannot reach Consul at {address}: {error.__class__.__name__}. "
             "Start the dev stack with `onex-node dev up`, or set CONSUL_HTTP_ADDR / --consul."

@@ -352,10 +352,10 @@ class ConsulAgent:
 
     def _describe(self, what: str, error: Exception) -> str:
         """One short line: what failed, where, and why (not urllib3's whole retry story)."""
-        if isinstance(error, requests.ConnectionError):
-            reason = "connection refused or reset; is the Consul agent running?"
-        elif isinstance(error, requests.Timeout):
+        if isinstance(error, requests.Timeout):
             reason = f"no answer within {self._settings.consul_timeout_s:.0f}s"
+        elif isinstance(error, requests.ConnectionError):
+            reason = "connection refused or reset; is the Consul agent running?"
         else:
             reason = f"{type(error).__name__}: {str(error)[:200]}"
         return f"Consul {what} failed at {self._settings.consul_http_addr}: {reason}"

@@ -226,3 +226,53 @@ def test_generated_project_checks_pass_against_a_real_broker(
         assert result.returncode == 0, output
         if "pytest" in command:
             assert " skipped" not in result.stdout.splitlines()[-1], result.stdout[-2000:]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("node_type", "options"),
+    [("effect", {"use_postgres": True}), ("reducer", {"state_backend": "postgres"})],
+)
+def test_generated_postgres_projects_pass_against_kafka_and_postgresql(
+    node_type: str, options: dict[str, Any], tmp_path: Path
+) -> None:
+    """PostgreSQL variants: the project's own checks with Apache Kafka and PostgreSQL."""
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import _apache_kafka, render
+
+    broker = _apache_kafka()
+    from onex_scaffold.devstack.testing import read_stack_addresses
+
+    from .conftest import REPO_ROOT
+
+    stack = read_stack_addresses(Path(os.environ.get("ONEX_DEV_ROOT", str(REPO_ROOT))))
+    if not stack.database_url:
+        pytest.skip("PostgreSQL not running: start it with `onex-node dev up --postgres`")
+    project = render(
+        node_type,
+        tmp_path / node_type,
+        service_name=f"pg-{node_type}",
+        node_name=f"Pg{node_type.capitalize()}",
+        **options,
+    )
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "DATABASE_URL": stack.database_url,
+    }
+    for command in (
+        ["ruff", "check", "."],
+        ["ruff", "format", "--check", "."],
+        [sys.executable, "-m", "mypy"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:copier", "-p", "no:cacheprovider"],
+    ):
+        result = subprocess.run(
+            command, cwd=project.path, env=env, capture_output=True, text=True, timeout=600
+        )
+        output = f"{command}:\n{result.stdout[-4000:]}\n{result.stderr[-2000:]}"
+        assert result.returncode == 0, output
+        if "pytest" in command:
+            assert " skipped" not in result.stdout.splitlines()[-1], output

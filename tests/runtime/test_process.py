@@ -93,10 +93,10 @@ class NodeProcess:
 
 
 @pytest.fixture
-def process_env(tansu: Broker, tmp_path: Path) -> Iterator[dict[str, str]]:
+def process_env(broker: Broker, tmp_path: Path) -> Iterator[dict[str, str]]:
     run = uuid.uuid4().hex[:10]
     yield {
-        "KAFKA_BOOTSTRAP_SERVERS": tansu.bootstrap,
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
         "KAFKA_ENVIRONMENT": f"rp{run}",
         "KAFKA_CONSUMER_GROUP": f"rp-{run}",
         "INSTANCE_ID": f"rp-{run}",
@@ -104,12 +104,12 @@ def process_env(tansu: Broker, tmp_path: Path) -> Iterator[dict[str, str]]:
         "SERVICE_HOST": "127.0.0.1",
         "SHUTDOWN_GRACE_S": "15",
         "LOG_LEVEL": "INFO",
-        **tansu.env,
+        **broker.env,
     }
 
 
 async def test_sigterm_during_processing_finishes_work_commits_and_exits_zero(
-    slow_effect: RenderedNode, tansu: Broker, process_env: dict[str, str]
+    slow_effect: RenderedNode, broker: Broker, process_env: dict[str, str]
 ) -> None:
     naming = slow_effect.module("runtime.naming")
     testing = slow_effect.module("runtime.testing")
@@ -121,7 +121,7 @@ async def test_sigterm_during_processing_finishes_work_commits_and_exits_zero(
         await node.wait_until(lambda status, _: status == 200)
         correlation_id = uuid.uuid4()
         await testing.send_event(
-            tansu.bootstrap,
+            broker.bootstrap,
             command_topic,
             "t.cmd",
             {"data": {"sleep_s": 3}},
@@ -138,7 +138,7 @@ async def test_sigterm_during_processing_finishes_work_commits_and_exits_zero(
     output = node.output()
     assert "SIGTERM received" in output
 
-    reader = testing.TopicReader(tansu.bootstrap, [completed_topic])
+    reader = testing.TopicReader(broker.bootstrap, [completed_topic])
     try:
         [record] = await reader.wait_for(
             lambda m: testing.envelope_of(m).correlation_id == correlation_id, timeout_s=15
@@ -149,7 +149,7 @@ async def test_sigterm_during_processing_finishes_work_commits_and_exits_zero(
 
     def committed() -> list[TopicPartition]:
         consumer = Consumer(
-            {"bootstrap.servers": tansu.bootstrap, "group.id": process_env["KAFKA_CONSUMER_GROUP"]}
+            {"bootstrap.servers": broker.bootstrap, "group.id": process_env["KAFKA_CONSUMER_GROUP"]}
         )
         try:
             meta = consumer.list_topics(command_topic, timeout=10).topics[command_topic]
@@ -163,7 +163,7 @@ async def test_sigterm_during_processing_finishes_work_commits_and_exits_zero(
 
 
 async def test_second_signal_forces_exit(
-    slow_effect: RenderedNode, tansu: Broker, process_env: dict[str, str]
+    slow_effect: RenderedNode, broker: Broker, process_env: dict[str, str]
 ) -> None:
     naming = slow_effect.module("runtime.naming")
     testing = slow_effect.module("runtime.testing")
@@ -171,7 +171,9 @@ async def test_second_signal_forces_exit(
     node = NodeProcess(slow_effect, {**process_env, "SHUTDOWN_GRACE_S": "25"})
     try:
         await node.wait_until(lambda status, _: status == 200)
-        await testing.send_event(tansu.bootstrap, command_topic, "t.cmd", {"data": {"sleep_s": 60}})
+        await testing.send_event(
+            broker.bootstrap, command_topic, "t.cmd", {"data": {"sleep_s": 60}}
+        )
         await node.wait_until(lambda _, body: body["active_operations"] == 1)
         node.proc.send_signal(signal.SIGTERM)
         await node.wait_until(lambda status, body: "shutting down" in body.get("reasons", []))

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -12,7 +15,9 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from .conftest import NODE_TYPES, Broker, RenderedNode
+from onex_scaffold.devstack.testing import read_stack_addresses
+
+from .conftest import NODE_TYPES, REPO_ROOT, Broker, RenderedNode, _apache_kafka, render
 
 
 def _rt(node: RenderedNode) -> tuple[Any, Any]:
@@ -205,10 +210,6 @@ def test_generated_project_checks_pass_against_a_real_broker(
     node_type: str, rendered: dict[str, RenderedNode], tansu: Broker
 ) -> None:
     """The project's own ruff, mypy and pytest (integration tests included, on Tansu)."""
-    import os
-    import subprocess
-    import sys
-
     project = rendered[node_type]
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": tansu.bootstrap, **tansu.env}
     env.pop("KAFKA_ENVIRONMENT", None)
@@ -237,17 +238,7 @@ def test_generated_postgres_projects_pass_against_kafka_and_postgresql(
     node_type: str, options: dict[str, Any], tmp_path: Path
 ) -> None:
     """PostgreSQL variants: the project's own checks with Apache Kafka and PostgreSQL."""
-    import os
-    import subprocess
-    import sys
-
-    from .conftest import _apache_kafka, render
-
     broker = _apache_kafka()
-    from onex_scaffold.devstack.testing import read_stack_addresses
-
-    from .conftest import REPO_ROOT
-
     stack = read_stack_addresses(Path(os.environ.get("ONEX_DEV_ROOT", str(REPO_ROOT))))
     if not stack.database_url:
         pytest.skip("PostgreSQL not running: start it with `onex-node dev up --postgres`")

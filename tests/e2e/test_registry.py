@@ -491,3 +491,23 @@ def test_consul_down_nothing_is_dropped(
         assert prod.flush(15) == 0
     wait_for("gone", lambda: not (ids & consul.managed_ids()), 15)
     assert probe_registry(registry) is None
+
+
+def test_registry_keeps_working_across_a_kafka_restart(
+    stack: StackAddresses, consul: ConsulHttp, registry: str
+) -> None:
+    Stack(dev_root()).restart("kafka")
+    prod = producer(stack)
+    event = fake_introspection("e2e-after-kafka", f"i-{uuid.uuid4().hex[:8]}", None)
+    service_id = naming.consul_service_id(event.service_name, event.node_id)
+    announced = time.monotonic()
+    announce(prod, event)
+    try:
+        wait_for("registered", lambda: consul.status(service_id) is not None, 60, 0.1)
+        print(
+            f"\nregistered {time.monotonic() - announced:.2f} s after announcing, Kafka restarted"
+        )
+    finally:
+        say_goodbye(prod, event)
+    wait_for("gone", lambda: consul.status(service_id) is None, 30, 0.1)
+    wait_for("registry ready", lambda: probe_registry(registry) is None, 30, 0.2)

@@ -12,13 +12,12 @@ on every restart.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from confluent_kafka import (
@@ -144,7 +143,6 @@ class DiscoveryStats:
     replayed: bool = False
     unknown_heartbeats: int = 0
     reannounce_requests: int = 0
-    _last_request: dict[str, float] = field(default_factory=dict)
 
 
 class DiscoveryConsumer:
@@ -181,6 +179,7 @@ class DiscoveryConsumer:
         self._clock = clock
         self._batch_size = batch_size
         self.stats = DiscoveryStats()
+        self._last_request: dict[str, float] = {}  # service -> when it was last asked
         # One thread owns the consumer: librdkafka consumers must not be used concurrently.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="discovery")
         self._consumer: Consumer | None = None
@@ -408,9 +407,9 @@ class DiscoveryConsumer:
         # away): ask that service to announce itself again, at most every few seconds.
         self.stats.unknown_heartbeats += 1
         now = time.monotonic()
-        last = self.stats._last_request.get(beat.service_name, -REANNOUNCE_COOLDOWN_S)
+        last = self._last_request.get(beat.service_name, -REANNOUNCE_COOLDOWN_S)
         if now - last >= REANNOUNCE_COOLDOWN_S:
-            self.stats._last_request[beat.service_name] = now
+            self._last_request[beat.service_name] = now
             await self.request_introspection(beat.service_name, "unknown node heartbeat")
 
     def _on_shutdown(self, message: Message) -> None:
@@ -451,8 +450,3 @@ def _short(error: ValidationError) -> str:
         parts.append(f"{where}: {item.get('msg', '')}")
     more = len(error.errors()) - 5
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
-
-
-def dumps_stats(stats: DiscoveryStats) -> str:
-    data = {k: v for k, v in stats.__dict__.items() if not k.startswith("_")}
-    return json.dumps(data, sort_keys=True)

@@ -270,10 +270,6 @@ class RegistryView:
         backoff.next_try = now + delay
         return delay
 
-    def pending(self) -> int:
-        """Calls still owed to Consul (for readiness and tests)."""
-        return len(self.plan(math.inf).register) + len(self.removals)
-
 
 def retry_delay(attempts: int, settings: RegistrySettings) -> float:
     """Exponential backoff: base, 2x base, 4x base ... capped at ``retry_max_s``."""

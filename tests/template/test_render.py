@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import re
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -223,3 +225,37 @@ def test_compose_fragment_valid(rendered: dict[str, RenderedNode], variant: str)
     else:
         assert env["KAFKA_BOOTSTRAP_SERVERS"] == node.answers["kafka_bootstrap_servers"]
         assert {"omninode-bridge-redpanda", "omninode-bridge-consul"} <= set(service["depends_on"])
+
+
+def _third_party_imports(files: list[Path], own: str) -> set[str]:
+    found: set[str] = set()
+    for path in files:
+        for item in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(item, ast.Import):
+                found |= {alias.name.split(".")[0] for alias in item.names}
+            elif isinstance(item, ast.ImportFrom) and item.level == 0 and item.module:
+                found.add(item.module.split(".")[0])
+    return {name for name in found if name not in sys.stdlib_module_names and name != own}
+
+
+def _distribution(requirement: str) -> str:
+    return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_imports_are_declared(rendered: dict[str, RenderedNode], variant: str) -> None:
+    """The package imports only what pyproject's dependencies install; tests what dev adds."""
+    node = rendered[variant]
+    pkg = naming().package_name(node.answers["service_name"])
+    project = tomllib.loads(_read(node, "pyproject.toml"))["project"]
+    runtime = {_distribution(r) for r in project["dependencies"]}
+    dev = runtime | {_distribution(r) for r in project["optional-dependencies"]["dev"]}
+    owners = importlib.metadata.packages_distributions()
+
+    def dists(module: str) -> set[str]:
+        return {d.lower().replace("_", "-") for d in owners.get(module, [module])}
+
+    code = [*(node.path / pkg).rglob("*.py"), node.path / "start_node.py"]
+    for module in _third_party_imports(code, pkg):
+        assert dists(module) & runtime, f"{module} is imported but not a dependency"
+    for module in _third_party_imports(list((node.path / "tests").rglob("*.py")), pkg):
+        assert dists(module) & dev, f"tests import {module}, not in the dev extra"

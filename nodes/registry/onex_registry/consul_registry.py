@@ -80,7 +80,7 @@ class RegistrySettings(BaseSettings):
     consul_concurrency: int = Field(default=16, ge=1, le=128)
     consul_timeout_s: float = Field(default=5.0, gt=0)
     retry_base_s: float = Field(default=0.2, gt=0)
-    retry_max_s: float = Field(default=10.0, gt=0)
+    retry_max_s: float = Field(default=5.0, gt=0)
     #: Probe the node's health endpoint once before registering, so the check starts with its
     #: real status instead of waiting up to one interval for Consul's first run.
     initial_probe: bool = True

@@ -2,18 +2,22 @@
 
 The registry's own logic lives only in owner files (``handlers.py``, ``tests/test_handlers.py``,
 the modules it adds beside them, the dependency lines below the marker in pyproject.toml).
-Everything else must be byte-for-byte what the template renders from the committed answers.
-When the template changes, re-render the registry with
+Everything else must be byte-for-byte what the committed template renders from the committed
+answers. When the template changes, re-render the registry with
 
     python tests/registry/test_registry_drift.py --write
 
-which renders over nodes/registry (owner files are kept) and puts the owner's dependency
-lines back into pyproject.toml.
+which renders the committed template over nodes/registry (owner files are kept) and puts
+the owner's dependency lines back into pyproject.toml.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -65,16 +69,44 @@ def normalise(relative: str, text: str) -> str:
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("registry") / "registry"
-    render_node(target, answers(), vcs_ref="HEAD")
+    with committed_template() as template:
+        render_node(target, answers(), template=template, vcs_ref="HEAD")
     return target
 
 
+@contextmanager
+def committed_template() -> Iterator[Path]:
+    """The template as committed (a clone of HEAD), so others' uncommitted template work in a
+    shared checkout neither fails the comparison nor leaks into nodes/registry."""
+    if not (REPO / ".git").exists():
+        yield REPO
+        return
+    with tempfile.TemporaryDirectory(prefix="onex-template-") as tmp:
+        clone = Path(tmp) / "template"
+        subprocess.run(
+            ["git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(clone)],
+            check=True,
+            capture_output=True,
+        )
+        yield clone
+
+
 def rerender() -> None:
-    """Render nodes/registry again from the template in this checkout (uncommitted work too)."""
+    """Render nodes/registry again from the committed template; owner files are kept."""
     pyproject = REGISTRY / "pyproject.toml"
     match = OWN_DEPENDENCIES.search(pyproject.read_text())
     own = match.group(0) if match else None
-    render_node(REGISTRY, answers(), vcs_ref="HEAD", overwrite=True)
+    answers_file = REGISTRY / ".copier-answers.yml"
+    src_line = next(
+        (line for line in answers_file.read_text().splitlines() if line.startswith("_src_path:")),
+        None,
+    )
+    with committed_template() as template:
+        render_node(REGISTRY, answers(), template=template, vcs_ref="HEAD", overwrite=True)
+    if src_line is not None:
+        # Keep pointing at the template repository, not at the temporary clone.
+        text = answers_file.read_text()
+        answers_file.write_text(re.sub(r"(?m)^_src_path:.*$", lambda _: src_line, text))
     if own is not None:
         text = pyproject.read_text()
         pyproject.write_text(OWN_DEPENDENCIES.sub(lambda _: own, text, count=1))

@@ -11,12 +11,15 @@ import logging
 import time
 from typing import Any, Final
 
+from confluent_kafka import KafkaException
+
 from .consul_registry import ConsulAgent, ConsulUnavailableError, RegistrySettings
 from .discovery import DiscoveryConsumer, TopicSetupError, ensure_discovery_topics
 from .reconcile import Reconciler, RegistryView
 from .runtime import naming
 from .runtime.base import NodeContext
-from .runtime.resilience import backoff_delay
+from .runtime.publisher import PublishError
+from .runtime.resilience import CircuitOpenError, backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +88,7 @@ class RegistryService:
                 changes = await asyncio.to_thread(
                     ensure_discovery_topics, kafka_config, ctx.environment
                 )
-            except TopicSetupError as error:
+            except (TopicSetupError, KafkaException) as error:
                 attempt += 1
                 delay = backoff_delay(attempt, 0.5, 5.0)
                 ctx.set_not_ready(READY_VIEW, f"discovery topics not ready: {error}")
@@ -104,7 +107,7 @@ class RegistryService:
             try:
                 await self.discovery.request_introspection(None, "registry start")
                 return
-            except Exception as error:  # PublishError / CircuitOpenError: keep trying
+            except (PublishError, CircuitOpenError) as error:  # broker away: keep trying
                 attempt += 1
                 log.warning("introspection request not delivered: %s", error)
                 await asyncio.sleep(backoff_delay(attempt, 0.5, 5.0))

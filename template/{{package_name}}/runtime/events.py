@@ -6,6 +6,7 @@ payload models below are the discovery protocol shared by nodes and registry.
 
 from __future__ import annotations
 
+import random
 import socket
 import uuid
 from datetime import UTC, datetime
@@ -26,6 +27,12 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def new_id() -> uuid.UUID:
+    """A random (version 4) UUID without a system call per id: event ids must be unique,
+    not unpredictable, and ``uuid.uuid4()`` reads ``os.urandom`` every time."""
+    return uuid.UUID(int=random.getrandbits(128), version=4)
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -39,9 +46,9 @@ class ModelEventSource(_Model):
 class ModelEventEnvelope(_Model):
     """The one envelope every event travels in."""
 
-    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    event_id: uuid.UUID = Field(default_factory=new_id)
     event_type: str = Field(min_length=1, max_length=255)
-    correlation_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    correlation_id: uuid.UUID = Field(default_factory=new_id)
     causation_id: uuid.UUID | None = None
     timestamp: datetime = Field(default_factory=utc_now)
     schema_version: str = SCHEMA_VERSION

@@ -22,6 +22,8 @@ nox.options.error_on_missing_interpreters = True
 ROOT = Path(__file__).resolve().parent
 LINT_PATHS = ["src", "tests", "extensions", "benchmarks", "noxfile.py"]
 DEV = ".[dev]"
+# uv's virtualenvs have no pip; tests that build generated projects run `python -m pip`.
+TEST_DEPS = ("-e", DEV, "pip")
 
 
 def _existing(paths: list[str]) -> list[str]:
@@ -48,7 +50,7 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Every test not marked e2e. No test collected (pytest exit 5) fails the session."""
-    session.install("-e", DEV)
+    session.install(*TEST_DEPS)
     session.run("pytest", "-m", "not e2e", *session.posargs)
 
 
@@ -74,7 +76,7 @@ def _stack_env() -> dict[str, str]:
 @nox.session
 def e2e(session: nox.Session) -> None:
     """Start the real stack, run the e2e tests against it, stop it again."""
-    session.install("-e", DEV)
+    session.install(*TEST_DEPS)
     was_running = _stack_running(session)
     try:
         session.run("onex-node", "dev", "--root", str(ROOT), "up", "--postgres")

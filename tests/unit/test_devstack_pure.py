@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from onex_scaffold.devstack.base import LogFn, StartContext
 from onex_scaffold.devstack.errors import MissingToolError, PortBusyError, UnknownServiceError
 from onex_scaffold.devstack.kafka import _kafka_uuid, server_properties
 from onex_scaffold.devstack.ports import choose_port, port_is_free, split_hostport
@@ -196,3 +197,65 @@ def test_kafka_pom_resolves_the_broker_and_a_log_binding() -> None:
     assert "<artifactId>kafka_2.13</artifactId>" in pom
     assert "<artifactId>log4j-slf4j-impl</artifactId>" in pom
     assert "<goal>copy-dependencies</goal>" in pom and "<includeScope>runtime</includeScope>" in pom
+
+
+def _ctx(tmp_path: Path) -> StartContext:
+    return StartContext(
+        dev_dir=tmp_path,
+        log_dir=tmp_path,
+        env={},
+        previous=None,
+        used_ports=set(),
+        log=LogFn(verbose=False),
+    )
+
+
+def test_consul_lookup_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from onex_scaffold.devstack import consul as consul_module
+
+    monkeypatch.setenv("ONEX_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    monkeypatch.delenv("CONSUL_BIN", raising=False)
+    assert consul_module.find_consul() is None
+
+    cached = consul_module.cached_binary()
+    cached.parent.mkdir(parents=True)
+    cached.write_text("#!/bin/sh\n")
+    cached.chmod(0o755)
+    assert consul_module.find_consul() == cached
+
+    on_path = tmp_path / "bin" / "consul"
+    on_path.parent.mkdir()
+    on_path.write_text("#!/bin/sh\n")
+    on_path.chmod(0o755)
+    assert consul_module.find_consul() == on_path
+
+    explicit = tmp_path / "my-consul"
+    explicit.write_text("#!/bin/sh\n")
+    explicit.chmod(0o755)
+    monkeypatch.setenv("CONSUL_BIN", str(explicit))
+    assert consul_module.find_consul() == explicit
+    explicit.chmod(0o644)
+    with pytest.raises(MissingToolError, match=r"CONSUL_BIN=.*not an executable"):
+        consul_module.find_consul()
+
+
+def test_consul_without_binary_or_go_names_both_fixes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from onex_scaffold.devstack.consul import ConsulService
+
+    monkeypatch.setenv("ONEX_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("CONSUL_BIN", raising=False)
+    with pytest.raises(MissingToolError, match=r"`go` not found.*CONSUL_BIN"):
+        ConsulService().prepare(_ctx(tmp_path))
+
+
+def test_kafka_without_java_names_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from onex_scaffold.devstack.kafka import KafkaService
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    with pytest.raises(MissingToolError, match=r"`java` not found.*Java 17"):
+        KafkaService().prepare(_ctx(tmp_path))

@@ -200,3 +200,27 @@ def test_invalid_settings_exit_2_with_the_variable_named(
     )
     assert result.returncode == 2, result.stderr
     assert "service_port" in result.stderr.lower()
+
+
+async def test_sigterm_while_waiting_for_kafka_exits_zero_at_once(
+    rendered: dict[str, RenderedNode], tmp_path: Path
+) -> None:
+    project = rendered["effect"]
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",  # nothing listens there
+        "KAFKA_CONNECT_WAIT_S": "60",
+        "SERVICE_PORT": str(free_port()),
+        "SERVICE_HOST": "127.0.0.1",
+        "INSTANCE_ID": f"rp-{uuid.uuid4().hex[:8]}",
+    }
+    node = NodeProcess(project, env)
+    try:
+        body = await node.wait_until(lambda status, _: status == 503)
+        assert any("kafka broker unreachable" in r for r in body["reasons"])
+        started = time.monotonic()
+        node.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(node.proc.wait, 15)
+        assert code == 0, node.output()
+        assert time.monotonic() - started < 5
+    finally:
+        node.stop()

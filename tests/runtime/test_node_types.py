@@ -267,3 +267,59 @@ def test_generated_postgres_projects_pass_against_kafka_and_postgresql(
         assert result.returncode == 0, output
         if "pytest" in command:
             assert " skipped" not in result.stdout.splitlines()[-1], output
+
+
+async def test_node_announces_again_when_the_registry_asks(
+    rendered: dict[str, RenderedNode], node_env: dict[str, str], broker: Broker
+) -> None:
+    project = rendered["compute"]
+    naming, testing = _rt(project)
+    env = node_env["KAFKA_ENVIRONMENT"]
+    node = project.node_class()()
+    reader = testing.TopicReader(broker.bootstrap, [naming.introspection_topic(env)])
+    key = str(node.identity.node_id).encode()
+    try:
+        await node.initialize()
+        await reader.wait_for(lambda m: m.key() == key, timeout_s=20)
+        # The request consumer joins its group in the background and starts at the end of
+        # the topic, so ask until the answer comes (a registry asks once, at its start).
+        for attempt in range(30):
+            request = await testing.send_event(
+                broker.bootstrap,
+                naming.introspection_request_topic(env),
+                naming.EVENT_INTROSPECTION_REQUESTED,
+                {"requested_by": "test-registry", "reason": f"attempt {attempt}"},
+            )
+            try:
+                [answer] = await reader.wait_for(
+                    lambda m, cid=request.correlation_id: (
+                        m.key() == key and testing.envelope_of(m).correlation_id == cid
+                    ),
+                    timeout_s=1.0,
+                )
+                break
+            except TimeoutError:
+                continue
+        else:
+            pytest.fail("the node never answered an introspection request")
+        payload = testing.envelope_of(answer).payload
+        assert payload["node_id"] == str(node.identity.node_id)
+        assert payload["correlation_id"] == str(request.correlation_id)
+
+        # A request for another service is not for us.
+        other = await testing.send_event(
+            broker.bootstrap,
+            naming.introspection_request_topic(env),
+            naming.EVENT_INTROSPECTION_REQUESTED,
+            {"requested_by": "test-registry", "service_name": "someone-else"},
+        )
+        await asyncio.sleep(2)
+        await reader.drain(quiet_s=1.0)
+        assert not [
+            m
+            for m in reader.records
+            if testing.envelope_of(m).correlation_id == other.correlation_id
+        ]
+    finally:
+        await node.shutdown()
+        reader.close()

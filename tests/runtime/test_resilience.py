@@ -283,3 +283,55 @@ async def test_broker_restart_mid_stream_loses_and_duplicates_nothing(
     assert must_exist <= set(ids), f"{len(must_exist - set(ids))} confirmed records missing"
     # Whatever failed was reported to the caller; dead letters went to the DLQ topic.
     print(f"confirmed={len(confirmed)} after={len(after)} failed={len(failed)} read={len(ids)}")
+
+
+@pytest.mark.e2e
+async def test_commands_survive_a_broker_restart_on_apache_kafka(
+    rendered: dict[str, RenderedNode],
+    apache_private: Broker,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Commands sent before, during and after a broker restart each produce a completed
+    event (at-least-once: none lost); duplicates, if any, carry the same correlation id."""
+    project = rendered["effect"]
+    testing = project.module("runtime.testing")
+    set_node_env(monkeypatch, tmp_path, apache_private, KAFKA_DELIVERY_TIMEOUT_MS="10000")
+    node = project.node_class()()
+    sent: list[uuid.UUID] = []
+
+    async def send(n: int) -> None:
+        for _ in range(n):
+            correlation_id = uuid.uuid4()
+            await testing.send_event(
+                apache_private.bootstrap,
+                node.topics["command"],
+                "t.cmd",
+                {"data": {"n": len(sent)}},
+                correlation_id=correlation_id,
+            )
+            sent.append(correlation_id)
+
+    try:
+        await node.initialize()
+        await send(20)
+        await asyncio.to_thread(apache_private.stop)
+        await asyncio.sleep(2)
+        await asyncio.to_thread(apache_private.start)
+        await send(20)
+        reader = testing.TopicReader(apache_private.bootstrap, [node.topics["completed"]])
+        try:
+            wanted = set(sent)
+            await reader.wait_for(
+                lambda m: testing.envelope_of(m).correlation_id in wanted,
+                count=len(wanted),
+                timeout_s=90,
+            )
+            records = await reader.drain(quiet_s=2.0)
+        finally:
+            reader.close()
+    finally:
+        await node.shutdown()
+    seen = [testing.envelope_of(m).correlation_id for m in records]
+    assert set(seen) == set(sent)
+    print(f"commands={len(sent)} completed={len(seen)} duplicates={len(seen) - len(set(seen))}")

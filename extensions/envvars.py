@@ -45,6 +45,7 @@ def env_vars(answers: Mapping[str, Any]) -> list[dict[str, Any]]:
     add(g, "SERVICE_VERSION", answers.get("version", "0.1.0"), "Version announced to the registry")
     add(g, "SERVICE_HOST", "", "Host/IP other services use to reach this node (default: hostname)")
     add(g, "SERVICE_PORT", answers.get("http_port", 8000), "Port of /health and /metrics")
+    add(g, "SERVICE_BIND_HOST", "0.0.0.0", "Interface the HTTP server listens on")
     add(g, "INSTANCE_ID", "", "Stable instance id (default: <hostname>-<port>)")
     g = "Lifecycle"
     add(g, "LOG_LEVEL", "INFO", "CRITICAL, ERROR, WARNING, INFO or DEBUG")

@@ -283,6 +283,7 @@ def set_node_env(
         "INSTANCE_ID": f"rt-{run}",
         "SERVICE_PORT": "0",
         "SERVICE_HOST": "127.0.0.1",
+        "SERVICE_BIND_HOST": "127.0.0.1",
         "HEARTBEAT_INTERVAL_S": "1",
         "AGGREGATION_WINDOW_S": "0.5",
         "HANDLER_BACKOFF_S": "0.05",

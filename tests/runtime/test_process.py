@@ -102,6 +102,7 @@ def process_env(broker: Broker, tmp_path: Path) -> Iterator[dict[str, str]]:
         "INSTANCE_ID": f"rp-{run}",
         "SERVICE_PORT": str(free_port()),
         "SERVICE_HOST": "127.0.0.1",
+        "SERVICE_BIND_HOST": "127.0.0.1",
         "SHUTDOWN_GRACE_S": "15",
         "LOG_LEVEL": "INFO",
         **broker.env,
@@ -211,6 +212,7 @@ async def test_sigterm_while_waiting_for_kafka_exits_zero_at_once(
         "KAFKA_CONNECT_WAIT_S": "60",
         "SERVICE_PORT": str(free_port()),
         "SERVICE_HOST": "127.0.0.1",
+        "SERVICE_BIND_HOST": "127.0.0.1",
         "INSTANCE_ID": f"rp-{uuid.uuid4().hex[:8]}",
     }
     node = NodeProcess(project, env)

@@ -197,7 +197,7 @@ class NodeBase:
         )
         self.context = NodeContext(self.identity, s, self.publisher, self.metrics, self.topics)
         self.health = HealthServer(
-            "0.0.0.0",  # probes come from outside the container
+            s.service_bind_host,
             s.service_port,
             reasons=self.readiness_reasons,
             details=self.health_details,

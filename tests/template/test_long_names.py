@@ -49,14 +49,6 @@ def longest(
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "known defect in the runtime templates: lines holding the package/class name "
-        "(start_node.py, node.py, handlers.py, tests/*) re-wrap at maximum name lengths; "
-        "remove this marker when they are written one item per line"
-    ),
-)
 @pytest.mark.parametrize("kind", list(TYPE_OPTIONS))
 def test_longest_names_ruff_clean(longest: dict[str, RenderedNode], kind: str) -> None:
     path = longest[kind].path

@@ -451,6 +451,50 @@ def test_fake_nodes_with_a_health_endpoint_register_passing(
         wait_for("gone", lambda: consul.status(service_id) is None, 15)
 
 
+def test_hostile_metadata_fits_consul_and_the_manifest_keeps_all_of_it(
+    stack: StackAddresses, consul: ConsulHttp, registry: str
+) -> None:
+    """Consul refuses a registration whose Meta breaks its limits; ours always fits."""
+    prod = producer(stack)
+    hostile = {
+        **{f"key {i} with spaces/and.dots": "v" * 40 + "ä€😀" * 300 for i in range(90)},
+        "consul-reserved": "x",
+        "Consul-Upper": "y",
+        "k" * 300: "long key",
+        "ünïcödé": "z",
+    }
+    with health_server() as base:
+        event = fake_introspection("e2e-hostile-meta", f"i-{uuid.uuid4().hex[:8]}", base)
+        event = event.model_copy(
+            update={
+                "description": "<script>alert(1)</script> " + "d" * 3000,
+                "capabilities": event.capabilities.model_copy(update={"metadata": hostile}),
+            }
+        )
+        service_id = naming.consul_service_id(event.service_name, event.node_id)
+        announce(prod, event)
+        try:
+            wait_for("passing", lambda: consul.status(service_id) == "passing", 15)
+            service = consul.service(service_id)
+            assert service is not None and service["ID"] == f"{event.service_name}-{event.node_id}"
+            meta: dict[str, str] = service["Meta"]
+            assert len(meta) <= 64
+            for key, value in meta.items():
+                assert 1 <= len(key) <= 128 and not key.lower().startswith("consul-"), key
+                assert all(c.isascii() and (c.isalnum() or c in "_-") for c in key), key
+                assert len(value.encode()) <= 512, key
+            assert meta["node_id"] == str(event.node_id)
+            assert meta["description"].startswith("<script>")
+            manifest = consul.kv(naming.consul_kv_key(str(event.node_id)))
+            assert manifest is not None
+            assert manifest["capabilities"]["metadata"] == hostile  # all of it, uncut
+            assert manifest["description"] == event.description
+        finally:
+            say_goodbye(prod, event)
+        wait_for("gone", lambda: consul.status(service_id) is None, 15)
+    assert consul.kv(naming.consul_kv_key(str(event.node_id))) is None
+
+
 def test_consul_down_nothing_is_dropped(
     stack: StackAddresses, consul: ConsulHttp, registry: str
 ) -> None:
@@ -496,7 +540,24 @@ def test_consul_down_nothing_is_dropped(
 def test_registry_keeps_working_across_a_kafka_restart(
     stack: StackAddresses, consul: ConsulHttp, registry: str
 ) -> None:
-    Stack(dev_root()).restart("kafka")
+    """Kafka gone: the registry says not ready (and keeps running); back: it works again."""
+    dev = Stack(dev_root())
+    record = dev.store.load().services["kafka"]
+    assert record.pid is not None and record.start_ticks is not None
+    procs.stop(procs.ProcessInfo(record.pid, record.start_ticks))  # Kafka is gone
+    try:
+
+        def not_ready() -> str | None:
+            try:
+                with urllib.request.urlopen(registry + "/health", timeout=2):
+                    return None
+            except urllib.error.HTTPError as error:
+                reasons = json.loads(error.read())["reasons"]
+                return "; ".join(reasons) if any("kafka" in r.lower() for r in reasons) else None
+
+        print(f"\nregistry while Kafka is down: {wait_for('503', not_ready, 60, 0.2)[:160]}")
+    finally:
+        dev.restart("kafka")
     prod = producer(stack)
     event = fake_introspection("e2e-after-kafka", f"i-{uuid.uuid4().hex[:8]}", None)
     service_id = naming.consul_service_id(event.service_name, event.node_id)

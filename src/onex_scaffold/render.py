@@ -9,6 +9,7 @@ updates), trusted extensions, no prompts.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +22,22 @@ from onex_scaffold.template_source import template_root
 
 ANSWERS_FILE = ".copier-answers.yml"
 _CONFLICT_MARKERS = (b"<<<<<<< before updating", b">>>>>>> after updating")
+
+# Jinja syntax that rendering should have consumed: an expression closed on its line
+# (``{{ node_name }}``, ``{{ 7 * 6 }}``) or a statement tag (``{% if %}``). A bare ``{{``
+# is legal in generated Python (f-string braces such as ``f'{{"id": {x}}}'``, ``{{}}``),
+# so it is not a leftover by itself.
+_JINJA_LEFTOVER = re.compile(
+    r"(?<!\{)\{\{-?\s*[^\s\"'{}][^\n]*?\}\}"
+    r"|\{%-?\s*(?:if|elif|else|endif|for|endfor|set|endset|raw|endraw|macro|endmacro"
+    r"|include|import|from|block|endblock|extends|with|endwith|filter|endfilter|call"
+    r"|endcall|yield)\b"
+)
+
+
+def jinja_leftovers(text: str) -> list[str]:
+    """Unrendered Jinja expressions or tags in ``text`` (empty when there are none)."""
+    return [match.group(0) for match in _JINJA_LEFTOVER.finditer(text)]
 
 
 class RenderError(RuntimeError):

@@ -355,6 +355,8 @@ def _check_rendered(job: _Job, root: Path, answers: Mapping[str, Any], files: li
         notes.append(f"{compiled} Python files compile")
 
     with job.gate("G6", "no_template_leftovers") as _notes:
+        from onex_scaffold.render import jinja_leftovers
+
         fragments = _free_text_fragments(answers)
         leftovers: list[str] = []
         for rel in files:
@@ -362,12 +364,16 @@ def _check_rendered(job: _Job, root: Path, answers: Mapping[str, Any], files: li
                 text = (root / rel).read_text(encoding="utf-8")
             except (UnicodeDecodeError, OSError):
                 continue
+            if rel.endswith(".jinja") or any(marker in rel for marker in _JINJA_MARKERS):
+                leftovers.append(f"{rel} (file name)")
+                continue
             for fragment in fragments:
                 text = text.replace(fragment, "")
-            if any(marker in text for marker in _JINJA_MARKERS):
-                leftovers.append(rel)
+            found = jinja_leftovers(text)
+            if found:
+                leftovers.append(f"{rel} ({safe_repr(found[0])})")
         if leftovers:
-            raise _GateFailed("unrendered Jinja ('{{' or '{%') left in " + ", ".join(leftovers))
+            raise _GateFailed("unrendered Jinja left in " + ", ".join(leftovers))
 
 
 def _check_answers(job: _Job, root: Path, answers: Mapping[str, Any], src: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from onex_scaffold.render import RenderedNode, read_answers, template_version
+from onex_scaffold.render import RenderedNode, jinja_leftovers, read_answers, template_version
 from onex_scaffold.template_source import naming
 
 from .conftest import COMMON, VARIANTS, project_env, run
@@ -66,7 +66,7 @@ def test_no_leftover_jinja(rendered: dict[str, RenderedNode], variant: str) -> N
             continue
         text = path.read_text(encoding="utf-8")
         for number, line in enumerate(text.splitlines(), 1):
-            if re.search(r"\{\{|\{%|%\}", line):
+            if jinja_leftovers(line) or re.search(r"(?<!%)%\}", line):
                 leftovers.append(f"{relative}:{number}: {line.strip()}")
     assert not leftovers, "\n".join(leftovers)
 

@@ -102,3 +102,4 @@ def test_health_server_answers_every_synthetic_node_and_nothing_else() -> None:
         with pytest.raises(urllib.error.HTTPError) as missing:
             urllib.request.urlopen(f"http://127.0.0.1:{server.port}/health", timeout=5)
         assert missing.value.code == 404
+        missing.value.close()  # the error holds the response's socket

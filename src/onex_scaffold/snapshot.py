@@ -100,10 +100,24 @@ def _fingerprint(root: Path, files: list[str]) -> str:
 
 @contextmanager
 def _exclusive(repo: Path) -> Iterator[None]:
-    """Across threads and processes: one writer of the cache repository at a time."""
+    """Across threads and processes: one writer of the cache repository at a time,
+    and no writer while a render reads it (see :func:`reading`)."""
     repo.parent.mkdir(parents=True, exist_ok=True)
     with _LOCK, open(repo.parent / f".{repo.name}.lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def reading(repo: Path) -> Iterator[None]:
+    """Hold while Copier clones ``repo``: a shared lock, so any number of renders (in any
+    process) read at once while a new snapshot (commit, repack) waits for them."""
+    repo.parent.mkdir(parents=True, exist_ok=True)
+    with open(repo.parent / f".{repo.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)
         try:
             yield
         finally:
@@ -156,6 +170,11 @@ def snapshot(root: Path, version: str) -> tuple[Path, str]:
         )
         if not unchanged:
             _git(repo, "commit", "-q", "--no-verify", "-m", f"template from {root}")
+            # One pack instead of loose objects: Copier clones this repository and deletes
+            # the clone on every render, and ~80 object folders cost more than the render.
+            # Deleting the old packs is safe: readers hold the shared lock (``reading``).
+            _git(repo, "repack", "-a", "-d", "-q")
+            _git(repo, "prune-packed")
         commit = _git(repo, "rev-parse", "HEAD")
         if not _git(repo, "tag", "--list", version):
             _git(repo, "tag", version)

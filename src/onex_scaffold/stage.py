@@ -403,10 +403,19 @@ def _run_copier(action: Callable[[], Any], src: str, vcs_ref: str | None) -> lis
     from plumbum import local
 
     from onex_scaffold.render import RenderError
+    from onex_scaffold.snapshot import cache_dir, reading
 
+    cache = cache_dir()
+    # The snapshot repository is only read while Copier clones it (no repack meanwhile).
+    hold = reading(cache) if src == str(cache) else contextlib.nullcontext()
     # Copier commits in its own temporary repositories during updates; give those commits
     # an identity so they work without a user git config (CI, containers).
-    with _COPIER_LOCK, local.env(**_GIT_ENV), warnings.catch_warnings(record=True) as caught:
+    with (
+        hold,
+        _COPIER_LOCK,
+        local.env(**_GIT_ENV),
+        warnings.catch_warnings(record=True) as caught,
+    ):
         warnings.simplefilter("always")
         try:
             action()

@@ -119,8 +119,10 @@ def _row(entry: dict[str, Any]) -> NodeRow:
     )
 
 
-def format_table(rows: list[NodeRow]) -> str:
+def format_table(rows: list[NodeRow], service: str | None = None) -> str:
     if not rows:
+        if service:
+            return f"no instance of {service} registered in Consul (try without --service)"
         return "no ONEX nodes registered in Consul"
     headers = ("SERVICE", "TYPE", "VERSION", "STATUS", "ADDRESS", "NODE ID")
     table = [headers] + [
@@ -144,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=2))
     else:
-        print(format_table(rows))
+        print(format_table(rows, args.service))
     return 0
 
 

@@ -572,3 +572,40 @@ def test_registry_keeps_working_across_a_kafka_restart(
         say_goodbye(prod, event)
     wait_for("gone", lambda: consul.status(service_id) is None, 30, 0.1)
     wait_for("registry ready", lambda: probe_registry(registry) is None, 30, 0.2)
+
+
+def test_discovery_topics_are_visible_to_a_new_consumer_once_created(
+    stack: StackAddresses,
+) -> None:
+    """The first `dev up` once failed: CreateTopics answered, the consumer saw no topic.
+
+    Apache Kafka answers CreateTopics before every metadata request lists the topic (2 of 20
+    fresh consumers missed it here); ``ensure_discovery_topics`` returns only when they are
+    visible. Each round uses a new environment, so its topics are really new.
+    """
+    from confluent_kafka import Consumer
+    from confluent_kafka.admin import AdminClient
+    from onex_registry.discovery import ensure_discovery_topics
+
+    config = {"bootstrap.servers": stack.kafka_bootstrap_servers}
+    created: list[str] = []
+    try:
+        for _ in range(10):
+            environment = f"e2e{uuid.uuid4().hex[:8]}"
+            wanted = list(naming.discovery_topics(environment).values())
+            created += wanted
+            changes = ensure_discovery_topics(config, environment)
+            assert len([c for c in changes if c.startswith("created ")]) == 2 * len(wanted)
+            consumer = Consumer({**config, "group.id": f"e2e-{environment}"})
+            try:
+                topics = consumer.list_topics(timeout=5).topics
+            finally:
+                consumer.close()
+            missing = [t for t in wanted if t not in topics or topics[t].error is not None]
+            assert not missing, f"created but not in a new consumer's metadata: {missing}"
+    finally:
+        if created:
+            admin = AdminClient(config)
+            everything = created + [naming.dead_letter_topic(t) for t in created]
+            for future in admin.delete_topics(everything, operation_timeout=10).values():
+                future.result(15)

@@ -60,6 +60,7 @@ def test_table_lines_up_and_says_when_empty() -> None:
     ]
     assert header.index("STATUS") == line.index("critical")
     assert nodes_cli.format_table([]) == "no ONEX nodes registered in Consul"
+    assert "no instance of postgres-writer" in nodes_cli.format_table([], "postgres-writer")
 
 
 def test_address_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ if TYPE_CHECKING:
     from onex_scaffold.stage import (
         PipelineStage,
         generate_node,
+        generate_nodes,
         stage_4_5_event_bus_integration,
     )
 
@@ -15,6 +16,7 @@ __all__ = [
     "PipelineStage",
     "__version__",
     "generate_node",
+    "generate_nodes",
     "stage_4_5_event_bus_integration",
 ]
 
@@ -24,6 +26,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "PipelineStage": "onex_scaffold.stage",
     "generate_node": "onex_scaffold.stage",
+    "generate_nodes": "onex_scaffold.stage",
     "stage_4_5_event_bus_integration": "onex_scaffold.stage",
 }
 

@@ -45,14 +45,16 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import pickle
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -967,3 +969,151 @@ def generate_node(
     if raise_on_failure and stage.status != "completed":
         raise StageFailed(stage)
     return stage, result
+
+
+# ---------------------------------------------------------------------------
+# Batches
+# ---------------------------------------------------------------------------
+
+
+def _run_job(
+    parsed_data: object,
+    output_directory: str,
+    template: str | None,
+    vcs_ref: str | None,
+    extra_answers: Mapping[str, Any] | None,
+) -> tuple[PipelineStage, dict[str, Any]]:
+    return _run(None, parsed_data, output_directory, template, vcs_ref, extra_answers)
+
+
+def _worker_main() -> None:
+    """A batch worker: pickled jobs on stdin, pickled ``(stage, result)`` list on stdout."""
+    jobs, template, vcs_ref, extra_answers = pickle.load(sys.stdin.buffer)
+    out = [_run_job(parsed, folder, template, vcs_ref, extra_answers) for parsed, folder in jobs]
+    pickle.dump(out, sys.stdout.buffer, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _run_in_workers(
+    items: list[tuple[Mapping[str, Any], str]],
+    chunks: list[list[int]],
+    template: str | None,
+    vcs_ref: str | None,
+    extra_answers: Mapping[str, Any] | None,
+) -> list[list[tuple[PipelineStage, dict[str, Any]]]]:
+    """Run each chunk of jobs in its own ``python`` process, all at once.
+
+    Plain child interpreters rather than ``multiprocessing``: fork would copy the
+    caller's threads and locks in whatever state they are in, and spawn re-imports the
+    caller's ``__main__`` (scripts without a ``__main__`` guard would recurse).
+    """
+    command = [sys.executable, "-c", "from onex_scaffold.stage import _worker_main; _worker_main()"]
+    processes = []
+    try:
+        for chunk in chunks:
+            payload = ([items[index] for index in chunk], template, vcs_ref, extra_answers)
+            # The jobs go in through an unnamed temporary file: no pipe to keep fed.
+            with tempfile.TemporaryFile() as jobs_file:
+                pickle.dump(payload, jobs_file, protocol=pickle.HIGHEST_PROTOCOL)
+                jobs_file.seek(0)
+                process = subprocess.Popen(
+                    command, stdin=jobs_file, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+                )
+            processes.append((process, chunk))
+        outcomes: list[list[tuple[PipelineStage, dict[str, Any]]]] = []
+        for process, chunk in processes:
+            stdout, stderr = process.communicate()
+            try:
+                outcome = pickle.loads(stdout) if process.returncode == 0 else None
+            except (pickle.UnpicklingError, EOFError):
+                outcome = None
+            if not isinstance(outcome, list) or len(outcome) != len(chunk):
+                tail = stderr.decode(errors="replace").strip().splitlines()[-1:]
+                reason = (
+                    f"the worker process generating this node failed (exit "
+                    f"{process.returncode}): {tail[0] if tail else 'no message'}"
+                )
+                outcome = [
+                    _refused(items[index][1], reason, "G0", "batch_worker") for index in chunk
+                ]
+            outcomes.append(outcome)
+        return outcomes
+    finally:
+        for process, _chunk in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def _refused(
+    output_directory: str, reason: str, gate_id: str = "G2", name: str = "output_location"
+) -> tuple[PipelineStage, dict[str, Any]]:
+    now = _now()
+    gate = ValidationGate(gate_id=gate_id, name=name, status="fail", message=reason)
+    stage = PipelineStage(
+        status="failed",
+        start_time=now,
+        end_time=now,
+        duration_ms=0,
+        validation_gates=[gate],
+        error=reason,
+        metadata={"output_directory": output_directory},
+    )
+    return stage, {}
+
+
+def generate_nodes(
+    jobs: Sequence[tuple[Mapping[str, Any], str | os.PathLike[str]]],
+    *,
+    template: str | os.PathLike[str] | None = None,
+    vcs_ref: str | None = None,
+    extra_answers: Mapping[str, Any] | None = None,
+    workers: int | None = None,
+) -> list[tuple[PipelineStage, dict[str, Any]]]:
+    """Generate (or update) many nodes: ``jobs`` are ``(parsed_data, output_directory)``.
+
+    Results come back in the order of ``jobs``, one ``(PipelineStage, result)`` each, as
+    :func:`generate_node` returns them; nothing raises for bad data. Copier holds a
+    process-wide lock while it renders (it changes the working directory), so the jobs
+    are split over ``workers`` child processes (default: one per CPU) to use every core;
+    ``workers=1`` runs them here. An output folder named twice in one batch is refused
+    for all but its first job.
+    """
+    items = [(parsed, os.fspath(folder)) for parsed, folder in jobs]
+    results: list[tuple[PipelineStage, dict[str, Any]] | None] = [None] * len(items)
+    todo: list[int] = []
+    seen: set[Path] = set()
+    for index, (_parsed, folder) in enumerate(items):
+        key = Path(folder).expanduser().absolute()
+        if key in seen:
+            results[index] = _refused(
+                folder,
+                f"{folder} is the output_directory of an earlier job in this batch; "
+                "give every node its own folder",
+            )
+            continue
+        seen.add(key)
+        todo.append(index)
+    template_text = os.fspath(template) if template is not None else None
+    count = min(workers or os.cpu_count() or 1, len(todo))
+    if count <= 1:
+        for index in todo:
+            parsed, folder = items[index]
+            results[index] = _run_job(parsed, folder, template_text, vcs_ref, extra_answers)
+    else:
+        if template is None and vcs_ref is None:
+            # Snapshot once here, so the workers all find it made instead of queueing.
+            from onex_scaffold import __version__
+            from onex_scaffold.snapshot import SnapshotError, snapshot
+            from onex_scaffold.template_source import template_root
+
+            with contextlib.suppress(SnapshotError, OSError):  # each job reports it itself
+                snapshot(template_root(), __version__)
+        chunks = [todo[offset::count] for offset in range(count)]
+        for chunk, outcome in zip(
+            chunks,
+            _run_in_workers(items, chunks, template_text, vcs_ref, extra_answers),
+            strict=True,
+        ):
+            for index, result in zip(chunk, outcome, strict=True):
+                results[index] = result
+    return [result for result in results if result is not None]

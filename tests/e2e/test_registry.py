@@ -417,8 +417,9 @@ def test_poison_messages_are_dead_lettered_while_a_new_node_registers(
         deadline = time.monotonic() + 30
         while len(seen) < len(poison) and time.monotonic() < deadline:
             for message in dlq.consume(num_messages=100, timeout=0.2):
-                if message.error() is None and (message.key() or b"").decode() in poison:
-                    seen[message.key().decode()] = json.loads(message.value())
+                key = (message.key() or b"").decode()
+                if message.error() is None and key in poison:
+                    seen[key] = json.loads(message.value() or b"null")
     assert set(seen) == set(poison), f"not dead-lettered: {set(poison) - set(seen)}"
     for key, letter in seen.items():
         assert letter["event_type"] == naming.EVENT_DEAD_LETTER
@@ -587,7 +588,9 @@ def test_discovery_topics_are_visible_to_a_new_consumer_once_created(
     from confluent_kafka.admin import AdminClient
     from onex_registry.discovery import ensure_discovery_topics
 
-    config = {"bootstrap.servers": stack.kafka_bootstrap_servers}
+    config: dict[str, str | int | float | bool] = {
+        "bootstrap.servers": stack.kafka_bootstrap_servers
+    }
     created: list[str] = []
     try:
         for _ in range(10):

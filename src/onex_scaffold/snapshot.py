@@ -140,6 +140,9 @@ def snapshot(root: Path, version: str) -> tuple[Path, str]:
         if not (repo / ".git").is_dir():
             repo.mkdir(parents=True, exist_ok=True)
             _git(repo, "init", "-q")
+        # We hold the writer's lock, so an index lock can only be left by a run that was
+        # killed mid-commit; without this every later snapshot would fail on it.
+        (repo / ".git" / "index.lock").unlink(missing_ok=True)
         for entry in repo.iterdir():
             if entry.name == ".git":
                 continue

@@ -715,7 +715,7 @@ def _choose_template(
     notes: list[str],
 ) -> tuple[str, Path | None, str | None]:
     """(Copier source, its local folder or None, vcs_ref) for this run."""
-    from onex_scaffold.snapshot import SnapshotError, cache_dir, snapshot
+    from onex_scaffold.snapshot import CACHE_ENV, SnapshotError, cache_dir, snapshot
 
     if template is None and mode == "update":
         # Update from where the node came from, unless that is the bundled template.
@@ -732,9 +732,15 @@ def _choose_template(
         try:
             repo, commit = snapshot(template_root(), __version__)
         except (SnapshotError, OSError) as error:
-            raise _GateFailed(f"cannot snapshot the bundled template: {error}") from error
-        notes.append(f"bundled template {template_root()} as {repo} @ {commit[:12]}")
-        return str(repo), repo, commit
+            # E.g. a read-only home in a container: still generate, from the template as
+            # it is installed; such nodes re-render on later runs instead of merging.
+            notes.append(
+                f"the template cache is not usable ({error}); rendering {template_root()} "
+                f"directly. Set {CACHE_ENV} to a writable folder so updates can merge"
+            )
+        else:
+            notes.append(f"bundled template {template_root()} as {repo} @ {commit[:12]}")
+            return str(repo), repo, commit
     src, template_dir = _resolve_template(template)
     if template_dir is not None and not (template_dir / "copier.yml").is_file():
         raise _GateFailed(f"no copier.yml in template folder {template_dir}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +107,49 @@ def test_lost_cache_falls_back_to_re_rendering(
     assert stage.metadata["mode"] == "regenerate"
     assert result["changed_files"] == []
     assert tree_hashes(out) == before
+
+
+def test_unusable_cache_still_generates(
+    bundled: Path, parsed_data: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("ONEX_SCAFFOLD_CACHE", str(blocker / "cache"))
+
+    stage, result = generate_node(parsed_data, tmp_path / "writer")
+
+    assert stage.status == "completed", stage.error
+    gate = next(g for g in stage.validation_gates if g.name == "template_available")
+    assert "ONEX_SCAFFOLD_CACHE" in (gate.message or "")
+    assert Path(result["main_file"]).is_file()
+    # Rendered from the plain folder: no commit, so the warning gate says later runs
+    # re-render instead of merging.
+    assert any(g.name == "template_source" for g in stage.warning_gates)
+
+
+_SNAPSHOT_IN_A_PROCESS = """
+import sys
+from pathlib import Path
+from onex_scaffold.snapshot import snapshot
+print(snapshot(Path(sys.argv[1]), "0.1.0")[1])
+"""
+
+
+def test_concurrent_processes_share_one_snapshot(bundled: Path):
+    """Several processes snapshotting a fresh cache at once: one commit, all agree."""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _SNAPSHOT_IN_A_PROCESS, str(bundled)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = [process.communicate(timeout=120) for process in processes]
+    assert all(process.returncode == 0 for process in processes), outputs
+    commits = {stdout.strip() for stdout, _stderr in outputs}
+    assert len(commits) == 1
+    assert git(cache_dir(), "rev-list", "--count", "HEAD").strip() == "1"
+    # Packed: a clone of the cache copies one pack, not a folder per object.
+    assert git(cache_dir(), "count-objects", "-v").splitlines()[0] == "count: 0"

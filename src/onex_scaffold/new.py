@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+from pathlib import Path
 from typing import Any
 
 from onex_scaffold.render import AnswerError, RenderError, render_node
@@ -106,20 +108,67 @@ def answers_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return data
 
 
+def _bundled_snapshot() -> tuple[str | None, str | None]:
+    """(template, vcs_ref) for the bundled template: its git snapshot, as Stage 4.5 uses,
+    so the project records a commit that ``copier update`` can merge from. (None, None)
+    when the cache is not writable: Copier then renders the bundled folder itself."""
+    from onex_scaffold import __version__
+    from onex_scaffold.snapshot import SnapshotError, snapshot
+    from onex_scaffold.template_source import template_root
+
+    try:
+        repo, commit = snapshot(template_root(), __version__)
+    except (SnapshotError, OSError) as error:
+        print(f"onex-node new: template cache not usable ({error})", file=sys.stderr)
+        return None, None
+    return str(repo), commit
+
+
+def _remove_partial(target: Path, existed: bool) -> None:
+    """Undo a failed copy: the folder is left as it was (absent, or empty)."""
+    if not existed:
+        shutil.rmtree(target, ignore_errors=True)
+        return
+    for child in target.iterdir() if target.is_dir() else ():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
 def run(args: argparse.Namespace) -> int:
+    target = Path(args.directory).expanduser().absolute()
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        print(f"onex-node new: {target} exists and is not a folder", file=sys.stderr)
+        return 1
+    existed = target.exists()
+    if existed and any(target.iterdir()):
+        # Copier would write file after file and stop at the first one that exists,
+        # leaving a half-made project mixed with what was there.
+        print(
+            f"onex-node new: {target} is not empty; choose a new or empty folder "
+            "(to refresh a generated node, run `copier update --trust` in it)",
+            file=sys.stderr,
+        )
+        return 1
+    template, vcs_ref = args.template, args.vcs_ref
+    if template is None and vcs_ref is None:
+        template, vcs_ref = _bundled_snapshot()
     try:
         data = answers_from_args(args)
         node = render_node(
-            args.directory,
+            target,
             data,
-            template=args.template,
-            vcs_ref=args.vcs_ref,
+            template=template,
+            vcs_ref=vcs_ref,
             quiet=args.quiet,
         )
     except AnswerError as error:
+        _remove_partial(target, existed)
         print(f"onex-node new: {error}", file=sys.stderr)
         return 2
     except RenderError as error:
+        _remove_partial(target, existed)
         print(f"onex-node new: {error}", file=sys.stderr)
         return 1
     if not args.quiet:

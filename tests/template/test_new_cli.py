@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from onex_scaffold.cli import main
 from onex_scaffold.render import read_answers
@@ -134,3 +135,47 @@ def test_new_as_installed_command(copier_template: Path, tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     assert "created" in result.stdout
     assert read_answers(tmp_path / "n")["event_bus_enabled"] is False
+
+
+def test_new_refuses_a_non_empty_folder_and_leaves_it_alone(
+    copier_template: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "taken"
+    target.mkdir()
+    (target / "README.md").write_text("mine\n")
+    code = main(
+        [
+            *("new", str(target), "--type", "effect", "--name", "Ledger"),
+            *("--service", "ledger", "--domain", "finance", "--template", str(copier_template)),
+        ]
+    )
+    assert code == 1
+    assert "not empty" in capsys.readouterr().err
+    assert [p.name for p in target.iterdir()] == ["README.md"]
+    assert (target / "README.md").read_text() == "mine\n"
+
+
+def test_new_with_the_bundled_template_records_a_mergeable_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No --template: the node comes from the template snapshot (as Stage 4.5 makes
+    them), so its recorded commit exists for `copier update` to merge from."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ONEX_SCAFFOLD_CACHE", str(cache))
+    target = tmp_path / "ledger"
+    code = main(
+        [
+            *("new", str(target), "-q", "--type", "effect", "--name", "Ledger"),
+            *("--service", "ledger", "--domain", "finance"),
+        ]
+    )
+    assert code == 0
+    answers = yaml.safe_load((target / ".copier-answers.yml").read_text())
+    assert answers["_src_path"] == str(cache)
+    found = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{answers['_commit']}^{{commit}}"],
+        cwd=cache,
+        capture_output=True,
+        check=False,
+    )
+    assert found.returncode == 0

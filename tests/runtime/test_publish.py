@@ -28,6 +28,9 @@ async def test_publish_many_delivers_every_event_once_in_order(
         envelopes = await publisher.publish_many("rt.many.v1", payloads, topic=topic, keys=keys)
         assert [e.payload for e in envelopes] == payloads
         assert len({e.event_id for e in envelopes}) == 500
+        assert envelopes.event_ids == [e.event_id for e in envelopes]
+        assert len({e.correlation_id for e in envelopes}) == 1  # one call, one operation
+        assert envelopes[-2:] == [envelopes[498], envelopes[499]]
         records = await reader.wait_for(lambda m: True, timeout_s=30, count=500)
         await asyncio.sleep(0.5)
         records = await reader.drain(quiet_s=1.0)
@@ -43,7 +46,7 @@ async def test_publish_many_delivers_every_event_once_in_order(
             ns = [testing.envelope_of(r).payload["n"] for r in records if r.key() == key.encode()]
             assert ns == sorted(ns)
         assert publisher.metrics.counters["onex_events_published_total"] == 500
-        assert await publisher.publish_many("rt.many.v1", [], topic=topic) == []
+        assert len(await publisher.publish_many("rt.many.v1", [], topic=topic)) == 0
         with pytest.raises(ValueError, match="keys"):
             await publisher.publish_many("rt.many.v1", [{}], topic=topic, keys=["a", "b"])
     finally:

@@ -111,11 +111,34 @@ _ENVELOPE_FIELDS = frozenset(ModelEventEnvelope.model_fields)
 _ZERO = timedelta(0)
 
 
+#: (year, month, day, hour, minute, second) and its text; one tuple, replaced at once,
+#: so a reader in another thread never pairs a key with another second's text.
+_second: tuple[tuple[int, ...], str] = ((), "")
+
+
 def timestamp_text(timestamp: datetime) -> str:
     """A timezone-aware datetime as ``ModelEventEnvelope`` writes it (UTC as ``Z``)."""
-    if timestamp.utcoffset() == _ZERO:
-        return timestamp.isoformat()[:-6] + "Z"
-    return to_json(timestamp).decode()[1:-1]
+    global _second
+    if timestamp.tzinfo is not UTC:
+        if timestamp.utcoffset() != _ZERO:
+            return to_json(timestamp).decode()[1:-1]
+        timestamp = timestamp.astimezone(UTC)
+    # The text up to the second is the same for every event of that second: formatting
+    # it once per second instead of per event is a measurable share of a publish.
+    key = (
+        timestamp.year,
+        timestamp.month,
+        timestamp.day,
+        timestamp.hour,
+        timestamp.minute,
+        timestamp.second,
+    )
+    cached_key, text = _second
+    if key != cached_key:
+        text = timestamp.replace(microsecond=0, tzinfo=None).isoformat()
+        _second = (key, text)
+    micro = timestamp.microsecond
+    return f"{text}.{micro:06d}Z" if micro else f"{text}Z"
 
 
 class EnvelopeEncoder:

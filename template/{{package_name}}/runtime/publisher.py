@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any
+from typing import Any, overload
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
@@ -33,6 +33,7 @@ from .events import (
     new_id_int,
     timestamp_text,
     utc_now,
+    uuid_from_int,
     uuid_text,
 )
 from .metrics import Metrics
@@ -347,32 +348,42 @@ class EventPublisher:
         payload: Mapping[str, Any],
         correlation: tuple[int, str] | None,
         causation_id: uuid.UUID | None,
-        when: tuple[datetime, str] | None = None,
     ) -> tuple[ModelEventEnvelope, bytes, Headers]:
         """The envelope, its JSON and its headers, built without a validation pass.
-        ``correlation`` and ``when`` are (value, text) pairs, computed once for a batch."""
-        encoder = self._encoder
+        ``correlation`` is (id, text), or None for a new one."""
         body = dict(payload)
-        event_id = new_id_int()
-        id_text = uuid_text(event_id)
         if correlation is None:
             number = new_id_int()
             correlation = (number, uuid_text(number))
-        if when is None:
-            now = utc_now()
-            when = (now, timestamp_text(now))
-        value = encoder.encode(
-            id_text, event_type, correlation[1], causation_id, when[1], json_payload(body)
+        now = utc_now()
+        event_id, value, headers = self._record(
+            event_type, body, correlation, causation_id, timestamp_text(now)
+        )
+        envelope = self._encoder.envelope(
+            event_id, event_type, correlation[0], causation_id, now, body
+        )
+        return envelope, value, headers
+
+    def _record(
+        self,
+        event_type: str,
+        body: Mapping[str, Any],
+        correlation: tuple[int, str],
+        causation_id: uuid.UUID | None,
+        when: str,
+    ) -> tuple[int, bytes, Headers]:
+        """(event id, record value, headers) of one new event."""
+        event_id = new_id_int()
+        id_text = uuid_text(event_id)
+        value = self._encoder.encode(
+            id_text, event_type, correlation[1], causation_id, when, json_payload(body)
         )
         headers: Headers = (
             [_CE_SPECVERSION, ("ce_id", id_text), self._ce_source, ("ce_type", event_type)]
             if self.emit_cloudevents_headers
             else []
         )
-        envelope = encoder.envelope(
-            event_id, event_type, correlation[0], causation_id, when[0], body
-        )
-        return envelope, value, headers
+        return event_id, value, headers
 
     async def publish(
         self,
@@ -502,34 +513,43 @@ class EventPublisher:
         correlation_id: uuid.UUID | None = None,
         causation_id: uuid.UUID | None = None,
         dead_letter: bool | None = None,
-    ) -> list[ModelEventEnvelope]:
+    ) -> PublishedEvents:
         """Publish one event per payload and await all the broker's confirmations at once.
 
         For bulk producers: one await (and one breaker decision) per attempt of the whole
         batch instead of per event, with the same guarantees as ``publish`` per event
         (acks=all, idempotence, retries of the failed ones with backoff, dead-letter topic).
-        ``keys`` (same length as ``payloads``) are the record keys; each event gets its own
-        correlation id unless ``correlation_id`` is given. Returns the envelopes in order;
-        raises ``PublishManyError`` naming the failed indices (the rest were confirmed), or
-        ``BrokerUnavailableError`` when the breaker is open before anything was sent.
+        ``keys`` (same length as ``payloads``) are the record keys. The events of one call
+        are one operation: they share one creation time and one correlation id (new unless
+        ``correlation_id`` is given); each has its own event id. Returns their envelopes in
+        order (built when read); raises ``PublishManyError`` naming the failed indices (the
+        rest were confirmed), or ``BrokerUnavailableError`` when the breaker is open before
+        anything was sent.
         """
         target = topic or self.default_topic
         if not target:
             raise ValueError("publish_many needs a topic: pass topic= or set default_topic")
-        items = list(payloads)
-        if keys is not None and len(keys) != len(items):
-            raise ValueError(f"publish_many got {len(items)} payloads but {len(keys)} keys")
-        if not items:
-            return []
-        envelopes: list[ModelEventEnvelope] = []
-        records: list[tuple[bytes, str | bytes | None, Headers]] = []
-        # One creation time for the batch: its events are created by this one call.
+        bodies = [dict(payload) for payload in payloads]
+        if keys is not None and len(keys) != len(bodies):
+            raise ValueError(f"publish_many got {len(bodies)} payloads but {len(keys)} keys")
         now = utc_now()
-        when = (now, timestamp_text(now))
-        shared = _correlation(correlation_id)
-        for index, payload in enumerate(items):
-            envelope, value, headers = self._encode(event_type, payload, shared, causation_id, when)
-            envelopes.append(envelope)
+        correlation = _correlation(correlation_id)
+        if correlation is None:
+            number = new_id_int()
+            correlation = (number, uuid_text(number))
+        events = PublishedEvents(
+            self._encoder, event_type, correlation[0], causation_id, now, bodies
+        )
+        if not bodies:
+            return events
+        when = timestamp_text(now)
+        ids = events.ids
+        records: list[tuple[bytes, str | bytes | None, Headers]] = []
+        for index, body in enumerate(bodies):
+            event_id, value, headers = self._record(
+                event_type, body, correlation, causation_id, when
+            )
+            ids.append(event_id)
             records.append((value, keys[index] if keys is not None else None, headers))
         pending = list(range(len(records)))
         errors: dict[int, DeliveryError] = {}
@@ -540,9 +560,9 @@ class EventPublisher:
                 failed = await self._produce_batch(target, records, pending)
             except CircuitOpenError as exc:
                 if attempts == 1:
-                    self.metrics.inc("onex_events_publish_failed_total", len(items))
+                    self.metrics.inc("onex_events_publish_failed_total", len(bodies))
                     raise BrokerUnavailableError(
-                        f"not publishing {len(items)} {event_type} events to {target}: {exc}",
+                        f"not publishing {len(bodies)} {event_type} events to {target}: {exc}",
                         topic=target,
                         retry_after_s=self.breaker.retry_after_s,
                     ) from exc
@@ -572,7 +592,7 @@ class EventPublisher:
             await asyncio.sleep(delay)
         self.metrics.inc("onex_events_published_total", len(records) - len(errors))
         if not errors:
-            return envelopes
+            return events
         self.metrics.inc("onex_events_publish_failed_total", len(errors))
         use_dlq = self.enable_dlq if dead_letter is None else dead_letter
         failures: dict[int, tuple[str, bool]] = {}
@@ -585,8 +605,8 @@ class EventPublisher:
                     error=str(error),
                     attempts=attempts,
                     key=records[index][1],
-                    correlation_id=envelopes[index].correlation_id,
-                    causation_id=envelopes[index].event_id,
+                    correlation_id=uuid_from_int(correlation[0]),
+                    causation_id=uuid_from_int(ids[index]),
                 )
             failures[index] = (str(error), dead_lettered)
         first = next(iter(failures.values()))[0]
@@ -785,6 +805,53 @@ class EventPublisher:
 
 def _correlation(correlation_id: uuid.UUID | None) -> tuple[int, str] | None:
     return None if correlation_id is None else (correlation_id.int, str(correlation_id))
+
+
+class PublishedEvents(Sequence[ModelEventEnvelope]):
+    """The envelopes of one ``publish_many`` call, in order, each built when read: bulk
+    producers rarely read them, and building them all would cost as much as the JSON."""
+
+    def __init__(
+        self,
+        encoder: EnvelopeEncoder,
+        event_type: str,
+        correlation_id: int,
+        causation_id: uuid.UUID | None,
+        timestamp: datetime,
+        bodies: list[dict[str, Any]],
+    ) -> None:
+        self._encoder = encoder
+        self._event_type = event_type
+        self._correlation_id = correlation_id
+        self._causation_id = causation_id
+        self._timestamp = timestamp
+        self._bodies = bodies
+        self.ids: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @overload
+    def __getitem__(self, index: int) -> ModelEventEnvelope: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[ModelEventEnvelope]: ...
+
+    def __getitem__(self, index: int | slice) -> ModelEventEnvelope | list[ModelEventEnvelope]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return self._encoder.envelope(
+            self.ids[index],
+            self._event_type,
+            self._correlation_id,
+            self._causation_id,
+            self._timestamp,
+            self._bodies[index],
+        )
+
+    @property
+    def event_ids(self) -> list[uuid.UUID]:
+        return [uuid_from_int(value) for value in self.ids]
 
 
 class _BatchSink:

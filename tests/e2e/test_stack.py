@@ -242,3 +242,47 @@ def test_missing_java_is_a_one_line_error_and_starts_nothing(own_root: Path) -> 
     assert "java" in result.stderr and "Traceback" not in result.stderr
     state = json.loads((own_root / ".onex-dev" / "state.json").read_text())
     assert state["services"] == {}
+
+
+def test_a_service_that_does_not_answer_in_time_is_named_and_up_stops_what_it_started(
+    own_root: Path,
+) -> None:
+    # Apache Kafka needs seconds to answer; half a second is never enough.
+    result = _cli(
+        "--root", str(own_root), "up", "--ignore-env", "--no-registry", "--timeout", "0.5"
+    )  # fmt: skip
+    assert result.returncode == 1
+    # Progress lines come first; the error is the one last line.
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and result.stderr.rstrip().endswith(errors[0]), result.stderr
+    message = errors[0]
+    assert "kafka did not come up within 0.5 s" in message and "Traceback" not in message
+    assert str(own_root / ".onex-dev" / "logs" / "kafka.log") in message
+    assert "stopped what this `up` started: consul" in message
+    state = json.loads((own_root / ".onex-dev" / "state.json").read_text())
+    assert state["services"] == {}
+
+
+def test_up_uses_the_services_the_environment_names_and_starts_none(
+    stack: StackAddresses, own_root: Path
+) -> None:
+    env = dict(os.environ)
+    env.update(
+        KAFKA_BOOTSTRAP_SERVERS=stack.kafka_bootstrap_servers,
+        CONSUL_HTTP_ADDR=stack.consul_http_addr,
+    )
+    env.pop("DATABASE_URL", None)
+    up = _cli("--root", str(own_root), "up", "--no-registry", env=env)
+    assert up.returncode == 0, up.stderr
+    assert "from the environment; starting none" in up.stderr
+    assert _pids(own_root) == []
+    written = parse_env((own_root / ".onex-dev" / "env").read_text())
+    assert written == {
+        "KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap_servers,
+        "CONSUL_HTTP_ADDR": stack.consul_http_addr,
+    }
+    down = _cli("--root", str(own_root), "down", env=env)
+    assert down.returncode == 0 and down.stdout.count("left running") == 2, down.stdout
+    # The services it used are still there.
+    with urllib.request.urlopen(f"{stack.consul_url}/v1/status/leader", timeout=5) as response:
+        assert response.status == 200

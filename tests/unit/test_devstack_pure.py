@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import pytest
 
 from onex_scaffold.devstack.base import LogFn, StartContext
 from onex_scaffold.devstack.errors import MissingToolError, PortBusyError, UnknownServiceError
-from onex_scaffold.devstack.kafka import _kafka_uuid, server_properties
+from onex_scaffold.devstack.kafka import _kafka_uuid, probe_budget, server_properties
 from onex_scaffold.devstack.ports import choose_port, port_is_free, split_hostport
 from onex_scaffold.devstack.postgres import with_database
 from onex_scaffold.devstack.stack import StackOptions, build_service, wanted_services
@@ -259,3 +260,10 @@ def test_kafka_without_java_names_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.delenv("JAVA_HOME", raising=False)
     with pytest.raises(MissingToolError, match=r"`java` not found.*Java 17"):
         KafkaService().prepare(_ctx(tmp_path))
+
+
+def test_kafka_probe_budget_ends_by_the_deadline() -> None:
+    now = time.monotonic()
+    assert probe_budget(now + 100) == 3.0  # never longer than one probe's own limit
+    assert probe_budget(now - 5) == 0.1  # past the deadline: one short last try
+    assert 0.9 < probe_budget(now + 1.0) <= 1.0

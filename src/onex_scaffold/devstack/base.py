@@ -88,6 +88,10 @@ class Service(ABC):
     def probe(self, record: ServiceRecord) -> str | None:
         """None when the service answers a real request; otherwise why not (one line)."""
 
+    def probe_before(self, record: ServiceRecord, deadline: float) -> str | None:
+        """`probe`, for services whose probe can block: answer by `deadline` (monotonic)."""
+        return self.probe(record)
+
     def after_ready(self, record: ServiceRecord) -> None:  # noqa: B027 - optional hook
         """Work to do once the service answers (create a database, ...)."""
 
@@ -99,11 +103,11 @@ class Service(ABC):
         reason: str | None = "not probed"
         delay = 0.1
         while time.monotonic() < deadline:
-            reason = self.probe(record)
+            reason = self.probe_before(record, deadline)
             if reason is None:
                 return None
             if not alive():
                 return f"the process exited ({reason})"
             time.sleep(delay)
             delay = min(delay * 1.5, 1.0)
-        return f"no answer within {timeout_s:.0f} s ({reason})"
+        return f"no answer within {timeout_s:g} s ({reason})"

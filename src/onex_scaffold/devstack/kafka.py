@@ -7,6 +7,7 @@ import base64
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -22,7 +23,7 @@ KAFKA_VAR = "KAFKA_BOOTSTRAP_SERVERS"
 _PROBE_TIMEOUT_S = 3.0
 
 
-def probe_kafka(bootstrap: str) -> str | None:
+def probe_kafka(bootstrap: str, timeout_s: float = _PROBE_TIMEOUT_S) -> str | None:
     """None when a broker at `bootstrap` returns cluster metadata with at least one broker."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
@@ -30,18 +31,23 @@ def probe_kafka(bootstrap: str) -> str | None:
     admin = AdminClient(
         {
             "bootstrap.servers": bootstrap,
-            "socket.timeout.ms": int(_PROBE_TIMEOUT_S * 1000),
+            "socket.timeout.ms": max(int(timeout_s * 1000), 100),
             # Connection-refused noise while the broker boots is expected: keep stderr quiet.
             "log_level": 0,
         }
     )
     try:
-        metadata = admin.list_topics(timeout=_PROBE_TIMEOUT_S)
+        metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as error:
         return f"no metadata from {bootstrap}: {error.args[0]}"
     if not metadata.brokers:
         return f"{bootstrap} answered without brokers"
     return None
+
+
+def probe_budget(deadline: float) -> float:
+    """Seconds a blocking probe may take so that it ends by `deadline` (at least 0.1 s)."""
+    return max(0.1, min(_PROBE_TIMEOUT_S, deadline - time.monotonic()))
 
 
 def _kafka_uuid() -> str:
@@ -203,3 +209,7 @@ class KafkaService(Service):
 
     def probe(self, record: ServiceRecord) -> str | None:
         return probe_kafka(record.env[KAFKA_VAR])
+
+    def probe_before(self, record: ServiceRecord, deadline: float) -> str | None:
+        # A metadata request may wait its whole timeout: keep `up --timeout` honest.
+        return probe_kafka(record.env[KAFKA_VAR], probe_budget(deadline))

@@ -232,4 +232,4 @@ class PostgresService(Service):
             if not alive():
                 return f"the process exited ({reason})"
             time.sleep(0.2)
-        return f"no answer within {timeout_s:.0f} s ({reason})"
+        return f"no answer within {timeout_s:g} s ({reason})"

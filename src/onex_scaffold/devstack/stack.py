@@ -186,15 +186,41 @@ class Stack:
                 used_ports |= set(plans[name].ports.values())
                 env.update(plans[name].provides)
             pending: dict[str, Service] = {}
-            for name in to_start:
-                for dependency in depends_on(name):
-                    if dependency in pending:
-                        self._await(dependency, pending.pop(dependency), state, options)
-                self._launch(name, plans[name], state)
-                pending[name] = services[name]
-            for name, service in pending.items():
-                self._await(name, service, state, options)
+            launched: list[str] = []
+            try:
+                for name in to_start:
+                    for dependency in depends_on(name):
+                        if dependency in pending:
+                            self._await(dependency, pending.pop(dependency), state, options)
+                    self._launch(name, plans[name], state)
+                    launched.append(name)
+                    pending[name] = services[name]
+                for name, service in list(pending.items()):
+                    self._await(name, service, state, options)
+            except BaseException as error:
+                # A failed or interrupted `up` leaves nothing of its own running; services
+                # that ran before it keep running.
+                stopped = self._stop_launched(launched, state)
+                if isinstance(error, DevStackError) and stopped:
+                    error.args = (f"{error}; stopped what this `up` started: {stopped}",)
+                raise
             return merged_env(state)
+
+    def _stop_launched(self, launched: list[str], state: StackState) -> str:
+        names: list[str] = []
+        for name in reversed(launched):
+            record = state.services.pop(name, None)
+            info = _info(record) if record is not None else None
+            if info is None:
+                continue
+            try:
+                sig = build_service(name, StackOptions(), record).stop_signal
+            except UnknownServiceError:
+                sig = signal.SIGTERM
+            procs.stop(info, sig)
+            names.append(name)
+        self.store.save(state)
+        return ", ".join(names)
 
     def _adopt(
         self,
@@ -262,12 +288,13 @@ class Stack:
         started = time.monotonic()
         reason = service.wait_ready(record, lambda: procs.is_running(info), limit)
         if reason is not None:
+            # The log's tail from before the stop: why it did not answer, not how it shut down.
+            log_tail = procs.tail(Path(record.log or ""), 5).replace("\n", " | ")
             procs.stop(info, service.stop_signal, grace_s=5.0)
             del state.services[name]
             self.store.save(state)
-            log_tail = procs.tail(Path(record.log or ""), 5).replace("\n", " | ")
             raise ServiceStartError(
-                f"{name} did not come up within {limit:.0f} s: {reason}; log: {record.log}"
+                f"{name} did not come up within {limit:g} s: {reason}; log: {record.log}"
                 + (f" (last lines: {log_tail[-300:]})" if log_tail else "")
             )
         service.after_ready(record)

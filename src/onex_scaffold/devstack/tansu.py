@@ -6,7 +6,7 @@ import subprocess
 
 from onex_scaffold.devstack.base import LaunchPlan, Service, StartContext
 from onex_scaffold.devstack.errors import MissingToolError
-from onex_scaffold.devstack.kafka import KAFKA_VAR, probe_kafka
+from onex_scaffold.devstack.kafka import KAFKA_VAR, probe_budget, probe_kafka
 from onex_scaffold.devstack.ports import choose_port
 from onex_scaffold.devstack.state import ServiceRecord
 
@@ -52,3 +52,6 @@ class TansuService(Service):
 
     def probe(self, record: ServiceRecord) -> str | None:
         return probe_kafka(record.env[KAFKA_VAR])
+
+    def probe_before(self, record: ServiceRecord, deadline: float) -> str | None:
+        return probe_kafka(record.env[KAFKA_VAR], probe_budget(deadline))

@@ -60,8 +60,14 @@ def java_binary(minimum: int = 17) -> str:
     except OSError as error:
         raise MissingToolError(f"`{java}` cannot run ({error}): {hint}") from error
     major = parse_java_major(out.stderr + out.stdout)
-    if major is None or major < minimum:
-        raise MissingToolError(f"`{java}` is Java {major or 'unknown'}; Kafka needs {hint}")
+    if major is None:
+        said = " ".join((out.stderr + out.stdout).split())[:200]
+        raise MissingToolError(
+            f"`{java} -version` names no version (it said: {said or 'nothing'}); "
+            f"check JAVA_HOME and JAVA_TOOL_OPTIONS, or {hint}"
+        )
+    if major < minimum:
+        raise MissingToolError(f"`{java}` is Java {major}; Kafka needs {hint}")
     return java
 
 

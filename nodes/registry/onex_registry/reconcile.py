@@ -375,48 +375,55 @@ class Reconciler:
         self.stats.failures += 1
 
     async def _execute(self, plan: Plan) -> None:
-        # Services one call each, in parallel; their KV manifests afterwards in transactions
-        # of up to 64 keys, which halves the calls of a burst of announcements.
-        statuses, removed, _ = await asyncio.gather(
-            asyncio.gather(*(self._register(reg) for reg in plan.register)),
+        # The KV manifest first, in transactions of up to 64 keys (half the calls of a burst
+        # of announcements), then the service, one call each, in parallel: whoever finds a
+        # service in Consul finds its manifest at Meta.manifest_key. Leaving goes the other
+        # way: the service first, then its manifest.
+        _, removed, _ = await asyncio.gather(
+            self._register_all(plan.register),
             asyncio.gather(*(self._remove(removal) for removal in plan.remove)),
             asyncio.gather(
                 *(self._ttl(*item) for item in plan.ttl),
                 *(self._promote(reg) for reg in plan.promote),
             ),
         )
-        done = [
-            (reg, status)
-            for reg, status in zip(plan.register, statuses, strict=True)
-            if status is not None
-        ]
         gone = [r for r, ok in zip(plan.remove, removed, strict=True) if ok]
         await asyncio.gather(
-            *(
-                self._write_manifests(done[i : i + TXN_MAX_OPS])
-                for i in range(0, len(done), TXN_MAX_OPS)
-            ),
             *(
                 self._delete_manifests(gone[i : i + TXN_MAX_OPS])
                 for i in range(0, len(gone), TXN_MAX_OPS)
             ),
         )
 
-    async def _write_manifests(self, batch: list[tuple[Registration, str]]) -> None:
-        items = [(reg.kv_key, reg.manifest) for reg, _ in batch]
+    async def _register_all(self, registrations: list[Registration]) -> None:
+        written = await asyncio.gather(
+            *(
+                self._write_manifests(registrations[i : i + TXN_MAX_OPS])
+                for i in range(0, len(registrations), TXN_MAX_OPS)
+            )
+        )
+        ready = [reg for batch in written for reg in batch]
+        statuses = await asyncio.gather(*(self._register(reg) for reg in ready))
+        now = self._clock()
+        for reg, status in zip(ready, statuses, strict=True):
+            if status is None:
+                continue  # Consul failed: the reconciler retries it with backoff
+            self.view.registered(reg, status, now)
+            self.stats.registrations += 1
+            log.info("registered %s (%s)", reg.service_id, status)
+
+    async def _write_manifests(self, batch: list[Registration]) -> list[Registration]:
+        """Write the batch's manifests; the registrations written (none when Consul failed)."""
+        items = [(reg.kv_key, reg.manifest) for reg in batch]
         try:
             await self._in_thread(lambda: self._agent.write_manifests(items))
         except ConsulUnavailableError as error:
             delay = 0.0
-            for reg, _ in batch:
+            for reg in batch:
                 delay = self.view.failed(reg.service_id, self._clock())
             self._unreachable(f"{error} (retry in {delay:.1f}s)")
-            return
-        now = self._clock()
-        for reg, status in batch:
-            self.view.registered(reg, status, now)
-            self.stats.registrations += 1
-            log.info("registered %s (%s)", reg.service_id, status)
+            return []
+        return batch
 
     async def _delete_manifests(self, batch: list[Removal]) -> None:
         keys = [removal.kv_key for removal in batch]

@@ -187,6 +187,7 @@ class FlakyAgent:
         self.failures = failures
         self.services: dict[str, str] = {}
         self.kv: dict[str, str] = {}
+        self.manifest_of: dict[str, str] = {}
         self.lock = threading.Lock()
 
     def _maybe_fail(self) -> None:
@@ -203,7 +204,10 @@ class FlakyAgent:
     def register(self, reg: Registration, initial_status: str | None) -> None:
         self._maybe_fail()
         with self.lock:
+            # A service found in Consul always has its manifest: written first.
+            assert reg.kv_key in self.kv, f"{reg.service_id} registered before its manifest"
             self.services[reg.service_id] = reg.fingerprint
+            self.manifest_of[reg.service_id] = reg.kv_key
 
     def deregister(self, service_id: str) -> None:
         self._maybe_fail()
@@ -220,6 +224,8 @@ class FlakyAgent:
         assert len(keys) <= 64
         self._maybe_fail()
         with self.lock:
+            live = {self.manifest_of[sid] for sid in self.services if sid in self.manifest_of}
+            assert not live & set(keys), "manifest deleted while its service is registered"
             for key in keys:
                 self.kv.pop(key, None)
 
@@ -252,8 +258,9 @@ async def test_reconciler_retries_until_consul_answers_and_drops_nothing() -> No
         view.introspection(reg, 1, loop.time())
     task = asyncio.create_task(reconciler.run())
     try:
-        await wait_until(lambda: len(agent.kv) == len(regs))
+        await wait_until(lambda: len(agent.services) == len(regs))
         assert set(agent.services) == {r.service_id for r in regs}
+        assert set(agent.kv) == {r.kv_key for r in regs}
         assert reconciler.stats.failures >= 1
         # Consul restarts and forgets everything: the reconciler fills it again.
         with agent.lock:

@@ -995,8 +995,14 @@ def _run_job(
 def _worker_main() -> None:
     """A batch worker: pickled jobs on stdin, pickled ``(stage, result)`` list on stdout."""
     jobs, template, vcs_ref, extra_answers = pickle.load(sys.stdin.buffer)
+    # stdout carries the results only: whatever runs meanwhile (Copier, the template's
+    # migrations, which are subprocesses) prints to stderr instead, at the fd level.
+    results_channel = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     out = [_run_job(parsed, folder, template, vcs_ref, extra_answers) for parsed, folder in jobs]
-    pickle.dump(out, sys.stdout.buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    with results_channel:
+        pickle.dump(out, results_channel, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _run_in_workers(

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _stage_helpers import leftovers_beside
+from _stage_helpers import leftovers_beside, tree_hashes
 
 from onex_scaffold import generate_nodes
 
@@ -60,3 +60,20 @@ def test_batch_in_process_matches(tmp_path: Path) -> None:
     ((stage, result),) = results
     assert stage.status == "completed", stage.error
     assert result["node_type"] == "reducer"
+
+
+def test_batch_rerun_updates_and_changes_nothing(tmp_path: Path) -> None:
+    """The second batch updates every node (the template's migration runs and prints)
+    and changes no file."""
+    jobs = [(_data(kind), tmp_path / kind) for kind in KINDS[:2]]
+    first = generate_nodes(jobs, workers=2)
+    assert [stage.status for stage, _ in first] == ["completed", "completed"]
+    before = {kind: tree_hashes(tmp_path / kind) for kind in KINDS[:2]}
+
+    again = generate_nodes(jobs, workers=2)
+
+    for (stage, result), kind in zip(again, KINDS[:2], strict=True):
+        assert stage.status == "completed", stage.error
+        assert stage.metadata["mode"] == "update"
+        assert result["changed_files"] == []
+        assert tree_hashes(tmp_path / kind) == before[kind]

@@ -1019,6 +1019,11 @@ def _run_in_workers(
     caller's ``__main__`` (scripts without a ``__main__`` guard would recurse).
     """
     command = [sys.executable, "-c", "from onex_scaffold.stage import _worker_main; _worker_main()"]
+    # The children import this very copy of onex_scaffold, even when the caller found it
+    # through a sys.path entry of its own rather than an installation.
+    here = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
     processes = []
     try:
         for chunk in chunks:
@@ -1028,7 +1033,11 @@ def _run_in_workers(
                 pickle.dump(payload, jobs_file, protocol=pickle.HIGHEST_PROTOCOL)
                 jobs_file.seek(0)
                 process = subprocess.Popen(
-                    command, stdin=jobs_file, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+                    command,
+                    stdin=jobs_file,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env=env,
                 )
             processes.append((process, chunk))
         outcomes: list[list[tuple[PipelineStage, dict[str, Any]]]] = []

@@ -31,6 +31,29 @@ def _existing(paths: list[str]) -> list[str]:
     return [p for p in paths if (ROOT / p).exists()]
 
 
+def _refuse_nested_repositories(session: nox.Session) -> None:
+    """Stop early when an untracked git repository sits inside this checkout.
+
+    The tests render the template from the checkout as it is: Copier commits the work tree
+    into a draft commit and clones that, and a nested repository (a node generated into
+    ./my-node and then `git init`-ed) becomes a submodule without a URL, so every render fails.
+    """
+    out = session.run(
+        "git", "-C", str(ROOT), "ls-files", "--others", "--exclude-standard", "--directory",
+        silent=True, external=True, success_codes=[0, 128],
+    )  # fmt: skip
+    nested = [
+        line.rstrip("/")
+        for line in (out if isinstance(out, str) else "").splitlines()
+        if line.endswith("/") and (ROOT / line / ".git").exists()
+    ]
+    if nested:
+        session.error(
+            f"{', '.join(nested)}: a git repository inside this checkout; Copier cannot render "
+            "the template from a work tree holding one. Move it out (e.g. to ../) and rerun"
+        )
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
@@ -53,6 +76,7 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Every test not marked e2e. No test collected (pytest exit 5) fails the session."""
+    _refuse_nested_repositories(session)
     session.install(*TEST_DEPS)
     session.run("pytest", "-m", "not e2e", *session.posargs)
 
@@ -79,6 +103,7 @@ def _stack_env() -> dict[str, str]:
 @nox.session
 def e2e(session: nox.Session) -> None:
     """Start the real stack, run the e2e tests against it, stop it again."""
+    _refuse_nested_repositories(session)
     session.install(*TEST_DEPS)
     was_running = _stack_running(session)
     try:

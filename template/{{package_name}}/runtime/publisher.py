@@ -74,8 +74,12 @@ class BrokerUnavailableError(PublishError):
     ``retry_after_s``; the consumer loop does that for handlers and leaves the input
     record uncommitted meanwhile."""
 
-    def __init__(self, message: str, *, topic: str, retry_after_s: float) -> None:
-        super().__init__(message, topic=topic, attempts=0, dead_lettered=False, retriable=True)
+    def __init__(
+        self, message: str, *, topic: str, retry_after_s: float, attempts: int = 0
+    ) -> None:
+        super().__init__(
+            message, topic=topic, attempts=attempts, dead_lettered=False, retriable=True
+        )
         self.retry_after_s = retry_after_s
 
 
@@ -460,6 +464,7 @@ class EventPublisher:
                     f"not publishing {envelope.event_type} to {target}: {last_error}",
                     topic=target,
                     retry_after_s=self.breaker.retry_after_s,
+                    attempts=attempts - 1,  # the refused call was no attempt
                 ) from last_error
             self._note_delivery_failure(last_error)
             if not last_error.retriable or attempts > self.max_retries or self._closed:

@@ -171,3 +171,15 @@ def test_cloudevents_headers_of_a_prebuilt_envelope_match_the_hot_path(modules: 
         for k, v in publisher_mod.cloudevents_headers(envelope)
     ]
     assert slow == fast
+
+
+def test_envelope_for_publish_envelope_is_a_valid_model(modules: Any) -> None:
+    events, publisher_mod = modules.events, modules.publisher
+    publisher = publisher_mod.EventPublisher("127.0.0.1:1", "svc", "inst")
+    correlation = uuid.uuid4()
+    envelope = publisher.envelope("t.e", {"when": date(2026, 1, 1)}, correlation_id=correlation)
+    assert envelope.correlation_id == correlation
+    assert envelope == reference(events, envelope, {"when": date(2026, 1, 1)})
+    assert envelope.to_bytes() == reference(events, envelope, {"when": date(2026, 1, 1)}).to_bytes()
+    with pytest.raises(ValueError, match="1 to 255"):
+        publisher.envelope("", {})

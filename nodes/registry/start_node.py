@@ -9,6 +9,7 @@ signal exits at once. Exit codes: 0 after a graceful stop, 1 on a fatal error,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -16,7 +17,9 @@ import sys
 
 from pydantic import ValidationError
 
-from onex_registry.node import NodeRegistryEffect
+from onex_registry.node import (
+    NodeRegistryEffect,
+)
 
 log = logging.getLogger("onex_registry")
 
@@ -39,9 +42,18 @@ async def run() -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        await node.initialize()
-        log.info("%s running; health at %s", node.identity.service_name, node.health_endpoint)
-        await stop.wait()
+        # A signal during start-up (e.g. while waiting for Kafka) stops at once.
+        starting = asyncio.create_task(node.initialize())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()  # a failed start raises here: exit code 1
+            log.info("%s running; health at %s", node.identity.service_name, node.health_endpoint)
+            await stopping
+        else:
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
     finally:
         await node.shutdown()
     return 0

@@ -34,7 +34,9 @@ ANSWERS = NodeAnswers(
 )
 
 
-class NodeRegistryEffect(EffectNode):
+class NodeRegistryEffect(
+    EffectNode,
+):
     """The onex-registry effect node: runs commands through ``handlers.Handlers``."""
 
     def __init__(self, settings: NodeSettings | None = None) -> None:

@@ -11,8 +11,12 @@ import uuid
 
 import pytest
 
-from onex_registry.node import NodeRegistryEffect
-from onex_registry.runtime import naming
+from onex_registry.node import (
+    NodeRegistryEffect,
+)
+from onex_registry.runtime import (
+    naming,
+)
 from onex_registry.runtime.testing import (
     TopicReader,
     envelope_of,
@@ -82,7 +86,10 @@ COMMAND: dict[str, object] = {"data": {"n": 1}}
 COMPLETED = "completed"
 
 
-async def _round_trip(node: NodeRegistryEffect, servers: str) -> None:
+async def _round_trip(
+    node: NodeRegistryEffect,
+    servers: str,
+) -> None:
     """Send one command and check its completed event (correlation and causation ids)."""
     reader = TopicReader(servers, [node.topics[COMPLETED]])
     correlation_id = uuid.uuid4()

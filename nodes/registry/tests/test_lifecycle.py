@@ -10,11 +10,18 @@ import json
 
 import pytest
 
-from onex_registry.node import NodeRegistryEffect
-from onex_registry.runtime.testing import http_request
+from onex_registry.node import (
+    NodeRegistryEffect,
+)
+from onex_registry.runtime.testing import (
+    http_request,
+)
 
 
-def _url(node: NodeRegistryEffect, path: str) -> str:
+def _url(
+    node: NodeRegistryEffect,
+    path: str,
+) -> str:
     return node.health_endpoint.replace("/health", path)
 
 
@@ -51,6 +58,8 @@ async def test_initialize_twice_is_harmless(offline_env: None) -> None:
 
 
 def test_identity_is_stable(offline_env: None) -> None:
-    first, second = NodeRegistryEffect(), NodeRegistryEffect()
+    first = NodeRegistryEffect()
+    second = NodeRegistryEffect()
     assert first.identity.node_id == second.identity.node_id
-    assert first.identity.service_name == "onex-registry"
+    expected = "onex-registry"
+    assert first.identity.service_name == expected

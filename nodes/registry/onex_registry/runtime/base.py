@@ -186,7 +186,10 @@ class NodeBase:
             backoff_max_s=s.publish_backoff_max_s,
             breaker=CircuitBreaker(s.breaker_failure_threshold, s.breaker_reset_s),
             delivery_timeout_ms=s.kafka_delivery_timeout_ms,
-            producer_config={k: v for k, v in kafka_common.items() if k != "bootstrap.servers"},
+            producer_config={
+                **{k: v for k, v in kafka_common.items() if k != "bootstrap.servers"},
+                "request.timeout.ms": s.kafka_request_timeout_ms,
+            },
             metrics=self.metrics,
         )
         self.topics = naming.node_topics(
@@ -194,7 +197,7 @@ class NodeBase:
         )
         self.context = NodeContext(self.identity, s, self.publisher, self.metrics, self.topics)
         self.health = HealthServer(
-            "0.0.0.0",  # probes come from outside the container
+            s.service_bind_host,
             s.service_port,
             reasons=self.readiness_reasons,
             details=self.health_details,

@@ -72,6 +72,8 @@ class NodeSettings(BaseSettings):
     service_version: str = "0.1.0"
     service_host: str = Field(default_factory=socket.gethostname)
     service_port: int = Field(default=8000, ge=0, le=65535)
+    #: Interface the HTTP server listens on: all (containers) by default.
+    service_bind_host: str = "0.0.0.0"
     instance_id: str = ""
 
     # Lifecycle

@@ -21,8 +21,8 @@ from pydantic import ValidationError
 
 from .events import ModelEventEnvelope
 from .metrics import Metrics
-from .publisher import EventPublisher
-from .resilience import backoff_delay
+from .publisher import BrokerUnavailableError, EventPublisher, PublishError
+from .resilience import CircuitOpenError, backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -262,16 +262,37 @@ class EventConsumer:
 
         error: BaseException | None = None
         attempts = 0
-        for attempt in range(1, self.max_retries + 2):
-            attempts = attempt
+        broker_waits = 0
+        while attempts <= self.max_retries:
             try:
                 await self.handler(item)
             except (PermanentError, ValidationError) as exc:
                 self.metrics.inc("onex_handler_errors_total")
+                attempts += 1
                 error = exc
                 break
             except Exception as exc:
                 self.metrics.inc("onex_handler_errors_total")
+                wait_s = _broker_wait_s(exc)
+                if wait_s is not None:
+                    # The broker failed, not the record: wait for it without using up the
+                    # handler's retries, so an outage never turns good records into dead
+                    # letters. Stopping meanwhile leaves the record uncommitted.
+                    broker_waits += 1
+                    log.warning(
+                        "consumer %s: Kafka unavailable while handling %s[%d]@%d (%s); "
+                        "retrying the record in %.1fs",
+                        self.name,
+                        topic,
+                        partition,
+                        offset,
+                        exc,
+                        wait_s,
+                    )
+                    if not await self._pause(max(wait_s, backoff_delay(broker_waits, 0.5, 5.0))):
+                        return False
+                    continue
+                attempts += 1
                 error = exc
                 log.warning(
                     "consumer %s: handler failed on %s[%d]@%d (attempt %d/%d): %r",
@@ -279,12 +300,12 @@ class EventConsumer:
                     topic,
                     partition,
                     offset,
-                    attempt,
+                    attempts,
                     self.max_retries + 1,
                     exc,
                 )
-                if attempt <= self.max_retries:
-                    await asyncio.sleep(backoff_delay(attempt, self.backoff_s, 5.0))
+                if attempts <= self.max_retries:
+                    await asyncio.sleep(backoff_delay(attempts, self.backoff_s, 5.0))
             else:
                 self.metrics.inc("onex_messages_processed_total")
                 return True
@@ -304,6 +325,14 @@ class EventConsumer:
             attempts,
             correlation=item.envelope,
         )
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep ``seconds`` unless the consumer is stopping; False when it is."""
+        if self._stopping.is_set():
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=min(seconds, 30.0))
+        return not self._stopping.is_set()
 
     async def _dead_letter(
         self,
@@ -335,6 +364,22 @@ class EventConsumer:
             if self._stopping.is_set():
                 return False
             await asyncio.sleep(backoff_delay(attempt, 0.5, 10.0))
+
+
+def _broker_wait_s(exc: BaseException) -> float | None:
+    """Seconds to wait when ``exc`` (or its cause) says Kafka is unreachable, else None.
+
+    A publish that failed without reaching the dead-letter topic (breaker open, retries
+    timed out) is the broker's failure; one the broker refused (too large) is the record's.
+    """
+    for candidate in (exc, exc.__cause__):
+        if isinstance(candidate, BrokerUnavailableError):
+            return candidate.retry_after_s
+        if isinstance(candidate, CircuitOpenError):
+            return 1.0
+        if isinstance(candidate, PublishError):
+            return 0.0 if candidate.retriable and not candidate.dead_lettered else None
+    return None
 
 
 def _headers(message: Message) -> dict[str, bytes]:

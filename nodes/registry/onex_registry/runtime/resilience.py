@@ -54,6 +54,13 @@ class CircuitBreaker:
     def consecutive_failures(self) -> int:
         return self._failures
 
+    @property
+    def retry_after_s(self) -> float:
+        """Seconds until the next call may go ahead (0 unless open)."""
+        if self._state is not BreakerState.OPEN:
+            return 0.0
+        return max(0.0, self.reset_s - (self._clock() - self._opened_at))
+
     def before_call(self) -> None:
         """Raise ``CircuitOpenError`` unless a call may go ahead now."""
         state = self.state
@@ -63,10 +70,9 @@ class CircuitBreaker:
             self._state = BreakerState.HALF_OPEN
             self._probe_in_flight = True
             return
-        remaining = max(0.0, self.reset_s - (self._clock() - self._opened_at))
         raise CircuitOpenError(
             f"circuit breaker open after {self._failures} consecutive failures; "
-            f"next probe in {remaining:.1f}s. Check that the Kafka broker is reachable."
+            f"next probe in {self.retry_after_s:.1f}s. Check that the Kafka broker is reachable."
         )
 
     def record_success(self) -> None:

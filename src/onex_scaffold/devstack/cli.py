@@ -74,11 +74,13 @@ def _guard(args: argparse.Namespace, action: Any) -> int:
         print(f"onex-node dev {args.dev_command}: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        print(
-            f"onex-node dev {args.dev_command}: interrupted; `onex-node dev down` stops "
-            "whatever was started",
-            file=sys.stderr,
+        # `up` stops what it started itself; other actions may leave a service behind.
+        after = (
+            "what this `up` started was stopped"
+            if args.dev_command == "up"
+            else "`onex-node dev status` shows what runs, `onex-node dev down` stops it"
         )
+        print(f"onex-node dev {args.dev_command}: interrupted; {after}", file=sys.stderr)
         return 130
     return result
 

@@ -28,17 +28,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
+from onex_scaffold.gitutil import run_git
+
 CACHE_ENV: Final = "ONEX_SCAFFOLD_CACHE"
 _PARTS: Final = ("copier.yml", "template", "extensions")
 _SKIP_DIRS: Final = frozenset({"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"})
 _STATE_FILE: Final = "onex-snapshot-state"
-_GIT_ENV: Final = {
-    "GIT_AUTHOR_NAME": "onex-scaffold",
-    "GIT_AUTHOR_EMAIL": "onex-scaffold@localhost",
-    "GIT_COMMITTER_NAME": "onex-scaffold",
-    "GIT_COMMITTER_EMAIL": "onex-scaffold@localhost",
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
 
 _LOCK = threading.Lock()
 
@@ -58,14 +53,7 @@ def cache_dir() -> Path:
 
 
 def _git(repo: Path, *args: str) -> str:
-    result = subprocess.run(
-        ["git", "-c", "commit.gpgsign=false", "-c", "core.hooksPath=/dev/null", *args],
-        cwd=repo,
-        env={**os.environ, **_GIT_ENV},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run_git(repo, *args)
     if result.returncode != 0:
         raise SnapshotError(
             f"git {args[0]} failed in the template cache {repo}: {result.stderr.strip()}; "

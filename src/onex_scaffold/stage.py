@@ -63,6 +63,7 @@ from typing import Any, Final, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from onex_scaffold.gitutil import GIT_ENV, run_git
 from onex_scaffold.mapping import InvalidParsedData, Problem, map_parsed_data, safe_repr
 
 STAGE_NAME: Final = "event_bus_integration"
@@ -160,30 +161,13 @@ _COPY_IGNORE: Final = (
     ".ruff_cache",
 )
 
-# Throw-away commits in staging repositories must not depend on the user's git setup.
-_GIT_ENV: Final = {
-    "GIT_AUTHOR_NAME": "onex-scaffold",
-    "GIT_AUTHOR_EMAIL": "onex-scaffold@localhost",
-    "GIT_COMMITTER_NAME": "onex-scaffold",
-    "GIT_COMMITTER_EMAIL": "onex-scaffold@localhost",
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
-
 _MARKER_LINE: Final = re.compile(rb"^(<{7} |>{7} |={7}$)", re.MULTILINE)
 _JINJA_MARKERS: Final = ("{{", "{%")
 _JINJA_FRAGMENT: Final = re.compile(r"\{[{%][^\"'\\\n]*")
 
 
 def _git(cwd: Path, *args: str, check: bool = True) -> str:
-    env = {**os.environ, **_GIT_ENV}
-    result = subprocess.run(
-        ["git", "-c", "commit.gpgsign=false", "-c", "core.hooksPath=/dev/null", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run_git(cwd, *args)
     if check and result.returncode != 0:
         raise _GateFailed(
             f"git {' '.join(args[:2])} failed in {cwd}: {result.stderr.strip() or result.stdout}"
@@ -415,7 +399,7 @@ def _run_copier(action: Callable[[], Any], src: str, vcs_ref: str | None) -> lis
     with (
         hold,
         _COPIER_LOCK,
-        local.env(**_GIT_ENV),
+        local.env(**GIT_ENV),
         warnings.catch_warnings(record=True) as caught,
     ):
         warnings.simplefilter("always")

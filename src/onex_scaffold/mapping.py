@@ -273,25 +273,45 @@ def action_from_operation(operation: str) -> str:
     return name
 
 
+def _unique_names(
+    collector: _Collector,
+    sources: list[tuple[str, str]],
+    make: Callable[[str], str],
+    rule: str,
+    skipped_because: str,
+    limit: int,
+    limit_field: str,
+) -> list[str]:
+    """Names made from ``sources`` with ``make``: checked by ``rule``, deduplicated, capped."""
+    names: list[str] = []
+    for label, text in sources:
+        name = make(text)
+        if not name:
+            collector.warnings.append(f"{label}: {skipped_because}, skipped")
+            continue
+        message = naming().check(rule, name)
+        if message:
+            collector.problem(label, text, f"gives {rule} {name!r}, which {message}")
+            continue
+        if name not in names:
+            names.append(name)
+    if len(names) > limit:
+        collector.warnings.append(f"{limit_field}: {len(names)} {rule}s, kept the first {limit}")
+        names = names[:limit]
+    return names
+
+
 def _actions(collector: _Collector, operations: object) -> list[str] | None:
     """Actions from operation sentences; ``None`` keeps the template's per-type defaults."""
-    actions: list[str] = []
-    for label, text in _items(collector, "operations", operations):
-        action = action_from_operation(text)
-        if not action:
-            collector.warnings.append(f"{label}: no letters to name an action, skipped")
-            continue
-        message = naming().check("action", action)
-        if message:
-            collector.problem(label, text, f"gives action {action!r}, which {message}")
-            continue
-        if action not in actions:
-            actions.append(action)
-    if len(actions) > MAX_ACTIONS:
-        collector.warnings.append(
-            f"operations: {len(actions)} actions, kept the first {MAX_ACTIONS}"
-        )
-        actions = actions[:MAX_ACTIONS]
+    actions = _unique_names(
+        collector,
+        _items(collector, "operations", operations),
+        action_from_operation,
+        "action",
+        "no letters to name an action",
+        MAX_ACTIONS,
+        "operations",
+    )
     return actions or None
 
 
@@ -301,24 +321,17 @@ def tag_from_text(text: str) -> str:
 
 
 def _tags(collector: _Collector, domain: str | None, features: object) -> list[str]:
-    tags: list[str] = []
     sources: list[tuple[str, str]] = [("domain", domain)] if domain else []
     sources += _items(collector, "features", features)
-    for label, text in sources:
-        tag = tag_from_text(text)
-        if not tag:
-            collector.warnings.append(f"{label}: no letters or digits to make a tag, skipped")
-            continue
-        message = naming().check("tag", tag)
-        if message:
-            collector.problem(label, text, f"gives tag {tag!r}, which {message}")
-            continue
-        if tag not in tags:
-            tags.append(tag)
-    if len(tags) > MAX_TAGS:
-        collector.warnings.append(f"features: {len(tags)} tags, kept the first {MAX_TAGS}")
-        tags = tags[:MAX_TAGS]
-    return tags
+    return _unique_names(
+        collector,
+        sources,
+        tag_from_text,
+        "tag",
+        "no letters or digits to make a tag",
+        MAX_TAGS,
+        "features",
+    )
 
 
 def _description(collector: _Collector, value: object) -> str | None:

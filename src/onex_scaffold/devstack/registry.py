@@ -115,6 +115,9 @@ class RegistryService(Service):
                 raise MissingToolError(f"the registry needs {var}; start kafka and consul first")
         env.update(
             SERVICE_HOST="127.0.0.1",
+            # Loopback only: the node's own default (all interfaces) suits containers, not a
+            # development machine.
+            SERVICE_BIND_HOST="127.0.0.1",
             SERVICE_PORT=str(port),
             INSTANCE_ID=INSTANCE_ID,
             PYTHONUNBUFFERED="1",

@@ -25,10 +25,18 @@ from onex_scaffold.devstack.errors import DevStackError, ServiceStartError, Unkn
 from onex_scaffold.devstack.kafka import KafkaService
 from onex_scaffold.devstack.postgres import PostgresService
 from onex_scaffold.devstack.registry import RegistryService
-from onex_scaffold.devstack.state import ServiceRecord, StackState, StateStore, merged_env
+from onex_scaffold.devstack.state import (
+    CreatedFolders,
+    ServiceRecord,
+    StackState,
+    StateStore,
+    merged_env,
+)
 from onex_scaffold.devstack.tansu import TansuService
 
 DEV_DIR_NAME = ".onex-dev"
+# Data folders of the services inside .onex-dev (what `down --purge` deletes there).
+DATA_FOLDERS = ("kafka", "consul", "postgres")
 SERVICE_ORDER: tuple[str, ...] = ("kafka", "consul", "postgres", "registry")
 
 KafkaKind = Literal["apache", "tansu"]
@@ -324,15 +332,27 @@ class Stack:
                     lines.append(f"{name}: was not running")
             self.store.clear()
             if purge:
-                for sub in ("kafka", "postgres"):
-                    path = self.dev_dir / sub
-                    if path.is_symlink():  # the PostgreSQL cluster may live in the temp dir
-                        shutil.rmtree(path.resolve(), ignore_errors=True)
-                        path.unlink()
-                    else:
-                        shutil.rmtree(path, ignore_errors=True)
-                lines.append(f"removed the Kafka and PostgreSQL data under {self.dev_dir}")
+                lines.append(self._purge())
         return lines
+
+    def _purge(self) -> str:
+        """Delete the data `up` created: recorded folders, and the data folders in .onex-dev.
+
+        Links are removed, never followed: the PostgreSQL cluster may live in a private temp
+        folder that .onex-dev/postgres links to, and that folder is deleted only because
+        created.json records it (and it is still a real folder of the recorded owner).
+        """
+        removed = CreatedFolders(self.dev_dir).purge()
+        for sub in DATA_FOLDERS:
+            path = self.dev_dir / sub
+            if path.is_symlink():
+                path.unlink()
+            elif path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+        outside = [p for p in removed if not Path(p).is_relative_to(self.dev_dir)]
+        return f"removed the Kafka, Consul and PostgreSQL data under {self.dev_dir}" + (
+            f" and {', '.join(outside)}" if outside else ""
+        )
 
     # -- status ------------------------------------------------------------------------------
     def status(self) -> list[ServiceStatus]:

@@ -11,7 +11,7 @@ from dataclasses import asdict
 from typing import Any
 
 from onex_scaffold.devstack.errors import DevStackError
-from onex_scaffold.devstack.stack import SERVICE_ORDER, ServiceStatus, Stack, StackOptions
+from onex_scaffold.devstack.stack import ServiceStatus, Stack, StackOptions
 
 
 def register(subparsers: Any) -> None:
@@ -46,6 +46,29 @@ def register(subparsers: Any) -> None:
         "--timeout", type=float, default=None, help="seconds each service may take to answer"
     )
     up.add_argument(
+        "--kafka-brokers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Apache Kafka brokers in one KRaft cluster (default 1; 3 = a controller quorum of "
+        "three, topics replicated 3 times with min.insync.replicas=2)",
+    )
+    up.add_argument(
+        "--consul-servers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Consul servers in one raft cluster (default 1 = one -dev agent; 3 or 5 add a "
+        "client agent that CONSUL_HTTP_ADDR points at)",
+    )
+    up.add_argument(
+        "--registries",
+        type=int,
+        default=None,
+        metavar="N",
+        help="registry instances sharing one consumer group (default 1)",
+    )
+    up.add_argument(
         "--ignore-env",
         action="store_true",
         help="start our own services even if KAFKA_BOOTSTRAP_SERVERS etc. name live ones",
@@ -62,9 +85,21 @@ def register(subparsers: Any) -> None:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=_status)
 
-    restart = actions.add_parser("restart", help="restart one service on the same ports")
-    restart.add_argument("service", choices=list(SERVICE_ORDER))
+    member_help = "a service or cluster member: kafka, kafka-2, consul-3, consul-agent, registry-1"
+    restart = actions.add_parser("restart", help="restart one member on the same ports")
+    restart.add_argument("service", metavar="MEMBER", help=member_help)
     restart.set_defaults(func=_restart)
+
+    stop = actions.add_parser(
+        "stop", help="stop one member, keeping its ports for `start` (the rest keeps running)"
+    )
+    stop.add_argument("service", metavar="MEMBER", help=member_help)
+    stop.add_argument("--kill", action="store_true", help="SIGKILL instead of a clean stop")
+    stop.set_defaults(func=_stop)
+
+    start = actions.add_parser("start", help="start one stopped member on its ports")
+    start.add_argument("service", metavar="MEMBER", help=member_help)
+    start.set_defaults(func=_start)
 
 
 def _guard(args: argparse.Namespace, action: Any) -> int:
@@ -125,6 +160,9 @@ def _up(args: argparse.Namespace) -> int:
                 postgres_port=args.postgres_port,
                 use_environment=not args.ignore_env,
                 timeout_s=args.timeout,
+                kafka_brokers=args.kafka_brokers,
+                consul_servers=args.consul_servers,
+                registries=args.registries,
             )
         )
         print(f"stack up in {time.monotonic() - started:.1f} s")
@@ -167,6 +205,26 @@ def _restart(args: argparse.Namespace) -> int:
     def run(args: argparse.Namespace) -> int:
         stack = Stack(args.root, verbose=True)
         stack.restart(args.service)
+        _print_table([item for item in stack.status() if item.name == args.service])
+        return 0
+
+    return _guard(args, run)
+
+
+def _stop(args: argparse.Namespace) -> int:
+    def run(args: argparse.Namespace) -> int:
+        was_running = Stack(args.root, verbose=True).stop(args.service, kill=args.kill)
+        if not was_running:
+            print(f"{args.service}: was not running")
+        return 0
+
+    return _guard(args, run)
+
+
+def _start(args: argparse.Namespace) -> int:
+    def run(args: argparse.Namespace) -> int:
+        stack = Stack(args.root, verbose=True)
+        stack.start(args.service)
         _print_table([item for item in stack.status() if item.name == args.service])
         return 0
 

@@ -69,7 +69,13 @@ def env_vars(answers: Mapping[str, Any]) -> list[dict[str, Any]]:
         value=True,
     )
     add(g, "SERVICE_HOST", "", "Host/IP other services use to reach this node (default: hostname)")
-    add(g, "SERVICE_PORT", answers.get("http_port", 8000), "Port of /health and /metrics", value=True)
+    add(
+        g,
+        "SERVICE_PORT",
+        answers.get("http_port", 8000),
+        "Port of /health and /metrics",
+        value=True,
+    )
     add(g, "SERVICE_BIND_HOST", "0.0.0.0", "Interface the HTTP server listens on")
     add(g, "INSTANCE_ID", "", "Stable instance id (default: <hostname>-<port>)")
     g = "Lifecycle"

@@ -3,7 +3,6 @@ back, finding partition leaders and the Consul leader, and Consul's view of a se
 
 from __future__ import annotations
 
-import itertools
 import json
 import textwrap
 import time
@@ -26,8 +25,8 @@ PUBLISHER = "chaos-publisher"
 REPORT: dict[str, Any] = {}
 
 #: handlers.py of the publishing node, written the way an owner would: on start it publishes
-#: CHAOS_EVENTS events to CHAOS_TOPIC, each publish awaited (CHAOS_WINDOW at a time), and
-#: appends one JSON line per outcome to CHAOS_LOG.
+#: CHAOS_EVENTS events to CHAOS_TOPIC (fewer when CHAOS_STOP_FILE appears), each publish
+#: awaited (CHAOS_WINDOW at a time), and appends one JSON line per outcome to CHAOS_LOG.
 PUBLISHER_HANDLERS = textwrap.dedent(
     '''
     """A node that publishes a numbered burst of events and logs every outcome."""
@@ -54,8 +53,11 @@ PUBLISHER_HANDLERS = textwrap.dedent(
             topic = os.environ["CHAOS_TOPIC"]
             window = int(os.environ.get("CHAOS_WINDOW", "50"))
             pause = float(os.environ.get("CHAOS_PAUSE_S", "0"))
+            stop = Path(os.environ.get("CHAOS_STOP_FILE") or "/nonexistent")
             with Path(os.environ["CHAOS_LOG"]).open("a") as log:
                 for start in range(0, count, window):
+                    if stop.exists():
+                        break
                     seqs = range(start, min(count, start + window))
                     results = await asyncio.gather(
                         *(self._one(ctx, topic, seq) for seq in seqs), return_exceptions=True
@@ -135,12 +137,6 @@ class BurstLog:
         """Seconds from `moment` until the first publish that returned after it."""
         after = [t for t in self.delivered.values() if t >= moment]
         return round(min(after) - moment, 3) if after else None
-
-    def longest_gap(self, since: float) -> float:
-        """The longest pause between two deliveries after `since` (the stall a caller saw)."""
-        times = sorted(t for t in self.delivered.values() if t >= since)
-        gaps = [b - a for a, b in itertools.pairwise(times)]
-        return round(max(gaps, default=0.0), 3)
 
 
 def create_topic(addresses: StackAddresses, partitions: int = 1) -> str:

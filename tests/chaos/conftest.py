@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from onex_scaffold.devstack import procs
+from onex_scaffold.devstack.layout import service_of
 from onex_scaffold.devstack.stack import Stack
 from onex_scaffold.devstack.testing import StackAddresses, StackUnavailable, read_stack_addresses
 
@@ -116,7 +117,7 @@ def memory_by_service(stack: Stack) -> dict[str, float]:
             continue
         mb = rss_mb(item.pid)
         figures[item.name] = mb
-        service = item.kind.split("-")[0] if item.kind != "apache-kafka" else "kafka"
+        service = service_of(item.name)
         sums[f"sum_{service}"] = round(sums.get(f"sum_{service}", 0.0) + mb, 1)
     figures.update(sums)
     figures["total"] = round(sum(v for k, v in figures.items() if not k.startswith("sum_")), 1)

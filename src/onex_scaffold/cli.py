@@ -13,6 +13,7 @@ _COMMANDS: dict[str, str] = {
     "generate": "onex_scaffold.generate_cli",
     "dev": "onex_scaffold.devstack.cli",
     "nodes": "onex_scaffold.nodes_cli",
+    "pipeline": "onex_scaffold.pipeline.cli",
 }
 
 

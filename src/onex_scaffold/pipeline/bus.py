@@ -154,12 +154,17 @@ class EffectStage:
     def subscriptions(self, environment: str) -> list[str]:
         return [events.input_topic(self.stage, environment)]
 
-    async def prepare(self, bootstrap_servers: str, environment: str) -> None:
-        """Create the pipeline topics (bounded; a broker that is not up yet is logged)."""
-        try:
-            await asyncio.to_thread(ensure_topics, bootstrap_servers, environment)
-        except Exception as error:  # the node still starts; the dev stack creates them too
-            log.warning("pipeline topics not checked: %s", error)
+    async def prepare(self, bootstrap_servers: str, environment: str, attempts: int = 5) -> None:
+        """Create the pipeline topics (a few short tries; the dev stack creates them too)."""
+        for attempt in range(1, attempts + 1):
+            try:
+                await asyncio.to_thread(ensure_topics, bootstrap_servers, environment, 2.0)
+                return
+            except Exception as error:  # the stage still runs: the topics may exist already
+                if attempt == attempts:
+                    log.warning("pipeline topics not checked: %s", error)
+                    return
+            await asyncio.sleep(min(2.0 * attempt, 10.0))
 
     async def handle(self, envelope: Envelope, publisher: Publisher, environment: str) -> None:
         """Run the stage on one event and publish what it returns."""

@@ -61,3 +61,10 @@ def test_naming_module_provides_its_typed_interface() -> None:
     }
     missing = sorted(name for name in members if not hasattr(naming, name))
     assert not missing, f"runtime/naming.py lacks {missing} that NamingModule promises"
+
+
+def test_py_typed_marker_ships_beside_the_package() -> None:
+    # hatch puts every file of src/onex_scaffold into the wheel; mypy users need this one.
+    from pathlib import Path
+
+    assert (Path(onex_scaffold.__file__).parent / "py.typed").is_file()

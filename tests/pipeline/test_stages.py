@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from onex_scaffold import generate_node
 from onex_scaffold.pipeline import archive, stages
 from onex_scaffold.pipeline.events import CodeGenerated, NodeGenerationFailed
 from onex_scaffold.pipeline.runner import make_request, run_in_process
-from onex_scaffold.stage import generate_node
 
 PARSED = {
     "node_type": "effect",

@@ -42,7 +42,7 @@ _NEEDS = ("pydantic", "pydantic_settings", "confluent_kafka", "copier", "ruff", 
 
 def stage_source(folder: str) -> Path:
     """nodes/<folder> of the checkout, else the copy packaged in the wheel."""
-    from onex_scaffold.template_source import template_root
+    from onex_scaffold import template_root
 
     candidates = [_PACKAGE_DIR / "_nodes" / folder]
     with contextlib.suppress(FileNotFoundError):  # no checkout: the packaged copy

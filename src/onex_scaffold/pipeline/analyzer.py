@@ -32,7 +32,7 @@ from typing import Any, Final, Literal, Protocol
 
 import yaml
 
-from onex_scaffold.template_source import naming
+from onex_scaffold import naming
 
 PrdFormat = Literal["parsed_data", "markdown", "prose"]
 

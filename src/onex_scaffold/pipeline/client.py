@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
+from onex_scaffold._template import load_runtime_module
 from onex_scaffold.pipeline import events
 from onex_scaffold.pipeline.events import (
     NodeGenerationCompleted,
@@ -31,7 +32,6 @@ from onex_scaffold.pipeline.events import (
     ProblemModel,
 )
 from onex_scaffold.pipeline.runner import PipelineResult, make_request
-from onex_scaffold.template_source import load_runtime_module
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The pipeline's events: types, topics and payload models, defined once.
 
 Every stage node, the in-process runner and the client use these. Topics and event types
-come from the template's ``runtime/naming.py`` (``onex_scaffold.template_source.naming``),
+come from the template's ``runtime/naming.py`` (``onex_scaffold.naming``),
 the same functions every node uses for its own topics:
 
 - a compute stage consumes its command topic and its runtime publishes the result on its
@@ -22,8 +22,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from onex_scaffold.stage import PipelineStage
-from onex_scaffold.template_source import naming
+from onex_scaffold import PipelineStage, naming
 
 #: Domain of the stage nodes and of the pipeline's own event types.
 DOMAIN: Final = "generation"

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from onex_scaffold import PipelineStage
 from onex_scaffold.pipeline import stages
 from onex_scaffold.pipeline.events import (
     CodeGenerated,
@@ -22,7 +23,6 @@ from onex_scaffold.pipeline.events import (
     PipelineRequest,
     ValidationCompleted,
 )
-from onex_scaffold.stage import PipelineStage
 
 
 @dataclass

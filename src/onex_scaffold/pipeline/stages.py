@@ -27,6 +27,7 @@ from typing import Any, Final
 
 import yaml
 
+from onex_scaffold import PipelineStage, ValidationGate, naming, template_root
 from onex_scaffold.pipeline import archive as archives
 from onex_scaffold.pipeline import gates as quality
 from onex_scaffold.pipeline.analyzer import AnalysisError, configured_analyzer
@@ -45,8 +46,6 @@ from onex_scaffold.pipeline.events import (
     ValidationCompleted,
     _Payload,
 )
-from onex_scaffold.stage import PipelineStage, ValidationGate
-from onex_scaffold.template_source import naming, template_root
 
 #: Largest encoded node archive put into an event (bytes). Kafka's default record limit is
 #: 1 MiB (``message.max.bytes``); the rest of the event needs room too.
@@ -281,7 +280,7 @@ def _template_questions() -> set[str]:
 
 
 def build_contract(event: IntelligenceGathered) -> ContractBuilt | NodeGenerationFailed:
-    from onex_scaffold.mapping import InvalidParsedData, map_parsed_data
+    from onex_scaffold import InvalidParsedData, map_parsed_data
 
     record = _Record("contract_builder")
     try:
@@ -369,7 +368,7 @@ def _check_size(node: NodeArchive) -> None:
 
 
 def generate_code(event: ContractBuilt) -> CodeGenerated | NodeGenerationFailed:
-    from onex_scaffold.stage import generate_node
+    from onex_scaffold import generate_node
 
     record = _Record("code_generator")
     try:

@@ -1,25 +1,23 @@
-"""``onex-node nodes``: the ONEX nodes registered in Consul, with status, version, type, address."""
+"""The ONEX nodes registered in Consul, with status, version, type and address.
+
+``onex-node nodes`` (:mod:`onex_scaffold.cli.nodes`) prints them.
+"""
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
 import urllib.parse
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Final
 
 import consul
+
+from onex_scaffold._exceptions import ConsulQueryError
 
 #: Services the registry manages carry this meta pair (see nodes/registry consul_registry.py).
 MANAGED_FILTER: Final = 'Service.Meta.onex_managed_by == "onex-registry"'
 _SEVERITY: Final = {"passing": 0, "warning": 1, "critical": 2, "maintenance": 3}
 DEFAULT_CONSUL: Final = "http://127.0.0.1:8500"
-
-
-class ConsulQueryError(RuntimeError):
-    """Consul could not be asked; the message says where and what to do."""
 
 
 @dataclass(frozen=True)
@@ -117,51 +115,3 @@ def _row(entry: dict[str, Any]) -> NodeRow:
         domain=meta.get("domain", ""),
         check_output="; ".join(o for o in outputs if o)[:200],
     )
-
-
-def format_table(rows: list[NodeRow], service: str | None = None) -> str:
-    if not rows:
-        if service:
-            return f"no instance of {service} registered in Consul (try without --service)"
-        return "no ONEX nodes registered in Consul"
-    headers = ("SERVICE", "TYPE", "VERSION", "STATUS", "ADDRESS", "NODE ID")
-    table = [headers] + [
-        (r.service, r.node_type, r.version, r.status, r.address, r.node_id) for r in rows
-    ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in table
-    ]
-    return "\n".join(lines)
-
-
-def run(args: argparse.Namespace) -> int:
-    address = consul_address(args.consul)
-    try:
-        rows = list_nodes(address, args.service)
-    except ConsulQueryError as error:
-        print(f"onex-node nodes: {error}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps([asdict(r) for r in rows], indent=2))
-    else:
-        print(format_table(rows, args.service))
-    return 0
-
-
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "nodes",
-        help="list the ONEX nodes registered in Consul",
-        description="List the ONEX nodes the registry put in Consul, with their health status.",
-    )
-    parser.add_argument("--service", metavar="S", help="only instances of this service")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument(
-        "--consul",
-        metavar="ADDR",
-        help="Consul HTTP address (default: CONSUL_HTTP_ADDR, the dev stack's Consul, "
-        f"or {DEFAULT_CONSUL})",
-    )
-    parser.set_defaults(func=run)

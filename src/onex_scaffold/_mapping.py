@@ -22,7 +22,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from onex_scaffold.template_source import naming
+from onex_scaffold._exceptions import InvalidParsedData
+from onex_scaffold._template import naming
 
 #: The most actions / tags passed to the template; the rest are dropped with a warning.
 MAX_ACTIONS: Final = 16
@@ -79,15 +80,6 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.field}: {self.rule} (got {self.value})"
-
-
-class InvalidParsedData(ValueError):
-    """``parsed_data`` cannot be turned into template answers; ``problems`` lists why."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = list(problems)
-        lines = "\n".join(f"  - {problem}" for problem in self.problems)
-        super().__init__(f"{len(self.problems)} problem(s) in parsed_data:\n{lines}")
 
 
 @dataclass

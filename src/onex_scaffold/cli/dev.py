@@ -1,16 +1,19 @@
-"""`onex-node dev up|down|status|restart <service>`: the real local stack on loopback."""
+"""`onex-node dev up|down|status|restart <service>`: the real local stack on loopback.
+
+Only the command line lives here; the stack itself is :mod:`onex_scaffold.devstack`.
+Its errors (:class:`~onex_scaffold.devstack.errors.DevStackError`) carry their exit codes
+and are printed by :func:`onex_scaffold.cli.main`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import sys
 import time
 from dataclasses import asdict
 from typing import Any
 
-from onex_scaffold.devstack.errors import DevStackError
 from onex_scaffold.devstack.stack import SERVICE_ORDER, ServiceStatus, Stack, StackOptions
 
 
@@ -25,6 +28,9 @@ def register(subparsers: Any) -> None:
         "--root",
         default=os.environ.get("ONEX_DEV_ROOT", "."),
         help="project folder holding .onex-dev/ (default: current folder or $ONEX_DEV_ROOT)",
+    )
+    dev.set_defaults(
+        interrupted_hint="`onex-node dev status` shows what runs, `onex-node dev down` stops it"
     )
     actions = dev.add_subparsers(dest="dev_command", required=True, metavar="ACTION")
 
@@ -55,7 +61,8 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="start our own services even if KAFKA_BOOTSTRAP_SERVERS etc. name live ones",
     )
-    up.set_defaults(func=_up)
+    # Ctrl-C during `up`: the stack stops what this `up` started before the error is shown.
+    up.set_defaults(func=_up, interrupted_hint="what this `up` started was stopped")
 
     down = actions.add_parser("down", help="stop exactly the processes `up` started")
     down.add_argument(
@@ -70,24 +77,6 @@ def register(subparsers: Any) -> None:
     restart = actions.add_parser("restart", help="restart one service on the same ports")
     restart.add_argument("service", choices=list(SERVICE_ORDER))
     restart.set_defaults(func=_restart)
-
-
-def _guard(args: argparse.Namespace, action: Any) -> int:
-    try:
-        result: int = action(args)
-    except DevStackError as error:
-        print(f"onex-node dev {args.dev_command}: error: {error}", file=sys.stderr)
-        return error.exit_code
-    except KeyboardInterrupt:
-        # `up` stops what it started itself; other actions may leave a service behind.
-        after = (
-            "what this `up` started was stopped"
-            if args.dev_command == "up"
-            else "`onex-node dev status` shows what runs, `onex-node dev down` stops it"
-        )
-        print(f"onex-node dev {args.dev_command}: interrupted; {after}", file=sys.stderr)
-        return 130
-    return result
 
 
 def _address(item: ServiceStatus) -> str:
@@ -117,63 +106,49 @@ def _print_table(items: list[ServiceStatus]) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
-    def run(args: argparse.Namespace) -> int:
-        stack = Stack(args.root, verbose=True)
-        started = time.monotonic()
-        stack.up(
-            StackOptions(
-                kafka=args.kafka,
-                postgres=args.postgres,
-                registry=not args.no_registry,
-                pipeline=not args.no_pipeline,
-                kafka_port=args.kafka_port,
-                consul_port=args.consul_port,
-                postgres_port=args.postgres_port,
-                use_environment=not args.ignore_env,
-                timeout_s=args.timeout,
-            )
+    stack = Stack(args.root, verbose=True)
+    started = time.monotonic()
+    stack.up(
+        StackOptions(
+            kafka=args.kafka,
+            postgres=args.postgres,
+            registry=not args.no_registry,
+            pipeline=not args.no_pipeline,
+            kafka_port=args.kafka_port,
+            consul_port=args.consul_port,
+            postgres_port=args.postgres_port,
+            use_environment=not args.ignore_env,
+            timeout_s=args.timeout,
         )
-        print(f"stack up in {time.monotonic() - started:.1f} s")
-        _print_table(stack.status())
-        print(
-            f"env file: {stack.store.env_path}  (load it: set -a; . {stack.store.env_path}; set +a)"
-        )
-        return 0
-
-    return _guard(args, run)
+    )
+    print(f"stack up in {time.monotonic() - started:.1f} s")
+    _print_table(stack.status())
+    print(f"env file: {stack.store.env_path}  (load it: set -a; . {stack.store.env_path}; set +a)")
+    return 0
 
 
 def _down(args: argparse.Namespace) -> int:
-    def run(args: argparse.Namespace) -> int:
-        lines = Stack(args.root).down(purge=args.purge)
-        for line in lines or ["nothing was running"]:
-            print(line)
-        return 0
-
-    return _guard(args, run)
+    lines = Stack(args.root).down(purge=args.purge)
+    for line in lines or ["nothing was running"]:
+        print(line)
+    return 0
 
 
 def _status(args: argparse.Namespace) -> int:
-    def run(args: argparse.Namespace) -> int:
-        stack = Stack(args.root)
-        items = stack.status()
-        if args.json:
-            print(json.dumps([asdict(item) for item in items], indent=2))
-        elif not items:
-            print(f"nothing started in {stack.root}; run `onex-node dev up`")
-        else:
-            _print_table(items)
-            print(f"env file: {stack.store.env_path}")
-        return 0 if items and all(item.answering for item in items) else 1
-
-    return _guard(args, run)
+    stack = Stack(args.root)
+    items = stack.status()
+    if args.json:
+        print(json.dumps([asdict(item) for item in items], indent=2))
+    elif not items:
+        print(f"nothing started in {stack.root}; run `onex-node dev up`")
+    else:
+        _print_table(items)
+        print(f"env file: {stack.store.env_path}")
+    return 0 if items and all(item.answering for item in items) else 1
 
 
 def _restart(args: argparse.Namespace) -> int:
-    def run(args: argparse.Namespace) -> int:
-        stack = Stack(args.root, verbose=True)
-        stack.restart(args.service)
-        _print_table([item for item in stack.status() if item.name == args.service])
-        return 0
-
-    return _guard(args, run)
+    stack = Stack(args.root, verbose=True)
+    stack.restart(args.service)
+    _print_table([item for item in stack.status() if item.name == args.service])
+    return 0

@@ -6,7 +6,7 @@ settles. This drives Chromium over the DevTools protocol instead (a few lines of
 loopback, standard library only): navigate, wait until the page text contains ``--wait-for``,
 capture.
 
-    python tests/e2e/screenshot_consul_ui.py URL OUT.png --wait-for passing [--size 1400x900]
+    python scripts/screenshot_consul_ui.py URL OUT.png --wait-for passing [--size 1400x900]
 """
 
 from __future__ import annotations

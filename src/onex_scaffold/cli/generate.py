@@ -1,7 +1,7 @@
 """``onex-node generate``: run Stage 4.5 on a parsed PRD file (JSON or YAML).
 
-Exit codes: 0 generated or updated; 2 invalid input (one line per problem on stderr);
-1 any other failure (the failed gate's message on stderr).
+Exit codes: 0 generated or updated; 2 invalid input (one ``error:`` line per problem on
+stderr); 1 any other failure (the failed gate's message on stderr).
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from typing import Any
 
 import yaml
 
-_INVALID_INPUT = 2
-_FAILED = 1
+from onex_scaffold._exceptions import InvalidInputError, StageFailed
 
 
 def register(subparsers: Any) -> None:
@@ -82,11 +81,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         parsed_data = _load(args.prd)
     except (OSError, UnicodeDecodeError) as error:
-        print(f"error: cannot read {args.prd}: {error}", file=sys.stderr)
-        return _INVALID_INPUT
+        raise InvalidInputError(f"cannot read {args.prd}: {error}") from error
     except yaml.YAMLError as error:
-        print(f"error: {args.prd} is neither JSON nor YAML: {error}", file=sys.stderr)
-        return _INVALID_INPUT
+        raise InvalidInputError(f"{args.prd} is neither JSON nor YAML: {error}") from error
 
     from onex_scaffold.stage import generate_node
 
@@ -109,17 +106,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.json:
         print(stage.model_dump_json(indent=2))
-    problems = stage.metadata.get("problems")
     if stage.status != "completed":
-        if problems:
-            for problem in problems:
-                print(
-                    f"error: {problem['field']}: {problem['rule']} (got {problem['value']})",
-                    file=sys.stderr,
-                )
-            return _INVALID_INPUT
-        print(f"error: {stage.error}", file=sys.stderr)
-        return _FAILED
+        raise StageFailed(stage)  # exit 2 with one line per refused field, else 1
     if not args.json:
         mode = stage.metadata.get("mode")
         changed = result.get("changed_files", [])

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
-from onex_scaffold.render import AnswerError, RenderError, render_node
+from onex_scaffold._exceptions import AnswerError, OnexError, RenderError, SnapshotError
+from onex_scaffold._render import render_node
+
+logger = logging.getLogger(__name__)
 
 NODE_TYPES = ("effect", "compute", "reducer", "orchestrator")
 
@@ -113,13 +116,13 @@ def _bundled_snapshot() -> tuple[str | None, str | None]:
     so the project records a commit that ``copier update`` can merge from. (None, None)
     when the cache is not writable: Copier then renders the bundled folder itself."""
     from onex_scaffold import __version__
-    from onex_scaffold.snapshot import SnapshotError, snapshot
-    from onex_scaffold.template_source import template_root
+    from onex_scaffold._snapshot import snapshot
+    from onex_scaffold._template import template_root
 
     try:
         repo, commit = snapshot(template_root(), __version__)
     except (SnapshotError, OSError) as error:
-        print(f"onex-node new: template cache not usable ({error})", file=sys.stderr)
+        logger.warning("template cache not usable (%s); rendering the bundled folder", error)
         return None, None
     return str(repo), commit
 
@@ -139,18 +142,15 @@ def _remove_partial(target: Path, existed: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     target = Path(args.directory).expanduser().absolute()
     if target.is_symlink() or (target.exists() and not target.is_dir()):
-        print(f"onex-node new: {target} exists and is not a folder", file=sys.stderr)
-        return 1
+        raise OnexError(f"{target} exists and is not a folder")
     existed = target.exists()
     if existed and any(target.iterdir()):
         # Copier would write file after file and stop at the first one that exists,
         # leaving a half-made project mixed with what was there.
-        print(
-            f"onex-node new: {target} is not empty; choose a new or empty folder "
-            "(to refresh a generated node, run `copier update --trust` in it)",
-            file=sys.stderr,
+        raise OnexError(
+            f"{target} is not empty; choose a new or empty folder "
+            "(to refresh a generated node, run `copier update --trust` in it)"
         )
-        return 1
     template, vcs_ref = args.template, args.vcs_ref
     if template is None and vcs_ref is None:
         template, vcs_ref = _bundled_snapshot()
@@ -163,14 +163,9 @@ def run(args: argparse.Namespace) -> int:
             vcs_ref=vcs_ref,
             quiet=args.quiet,
         )
-    except AnswerError as error:
+    except RenderError:  # AnswerError (exit 2) included
         _remove_partial(target, existed)
-        print(f"onex-node new: {error}", file=sys.stderr)
-        return 2
-    except RenderError as error:
-        _remove_partial(target, existed)
-        print(f"onex-node new: {error}", file=sys.stderr)
-        return 1
+        raise
     if not args.quiet:
         print(f"created {node.path} (template {node.template_version or 'unversioned'})")
     return 0

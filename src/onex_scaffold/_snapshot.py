@@ -12,7 +12,7 @@ installed wheel the template is a plain folder without git, so there is no commi
 commits them when they changed. Snapshots form one linear history tagged with the package
 version at its first snapshot, so Copier sees versions like ``0.1.0.post3`` that only
 grow, and every node's recorded commit stays resolvable for as long as the cache exists.
-When the cache is lost, Stage 4.5 falls back to re-rendering (see ``onex_scaffold.stage``).
+When the cache is lost, Stage 4.5 falls back to re-rendering (see :mod:`onex_scaffold.stage`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
-from onex_scaffold.gitutil import run_git
+from onex_scaffold._exceptions import SnapshotError
+from onex_scaffold._git import run_git
 
 CACHE_ENV: Final = "ONEX_SCAFFOLD_CACHE"
 _PARTS: Final = ("copier.yml", "template", "extensions")
@@ -36,10 +37,6 @@ _SKIP_DIRS: Final = frozenset({"__pycache__", ".mypy_cache", ".ruff_cache", ".py
 _STATE_FILE: Final = "onex-snapshot-state"
 
 _LOCK = threading.Lock()
-
-
-class SnapshotError(RuntimeError):
-    """The template snapshot could not be written; the message says where and why."""
 
 
 def cache_dir() -> Path:

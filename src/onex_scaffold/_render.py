@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 import yaml
 
-from onex_scaffold.template_source import template_root
+from onex_scaffold._exceptions import AnswerError, RenderError
+from onex_scaffold._template import template_root
 
 ANSWERS_FILE = ".copier-answers.yml"
 _CONFLICT_MARKERS = (b"<<<<<<< before updating", b">>>>>>> after updating")
@@ -38,14 +39,6 @@ _JINJA_LEFTOVER = re.compile(
 def jinja_leftovers(text: str) -> list[str]:
     """Unrendered Jinja expressions or tags in ``text`` (empty when there are none)."""
     return [match.group(0) for match in _JINJA_LEFTOVER.finditer(text)]
-
-
-class RenderError(RuntimeError):
-    """Copier could not produce the node project; the message says why."""
-
-
-class AnswerError(RenderError, ValueError):
-    """An answer was refused by the template's validators (the message names the question)."""
 
 
 @dataclass(frozen=True)

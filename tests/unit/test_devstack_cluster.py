@@ -18,6 +18,7 @@ from onex_scaffold.devstack.layout import (
     service_of,
 )
 from onex_scaffold.devstack.stack import (
+    SERVICE_ORDER,
     ServiceFactory,
     StackOptions,
     layout_for,
@@ -45,7 +46,7 @@ def test_member_names_number_only_clusters() -> None:
 
 def test_members_sort_by_service_then_index_agent_after_servers() -> None:
     names = ["registry-2", "consul-agent", "kafka-2", "postgres", "consul-1", "kafka-1"]
-    assert sorted(names, key=order_key) == [
+    assert sorted(names, key=lambda n: order_key(n, SERVICE_ORDER)) == [
         "kafka-1",
         "kafka-2",
         "consul-1",
@@ -75,7 +76,7 @@ def test_layout_for_keeps_what_ran_and_checks_sizes() -> None:
 
 def test_wanted_services_lists_every_member_in_start_order() -> None:
     layout = Layout(kafka=3, consul=3, registry=2)
-    assert wanted_services(StackOptions(), StackState(), layout) == [
+    assert wanted_services(StackOptions(pipeline=False), StackState(), layout) == [
         "kafka-1", "kafka-2", "kafka-3",
         "consul-1", "consul-2", "consul-3", "consul-agent",
         "registry-1", "registry-2",

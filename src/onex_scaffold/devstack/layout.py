@@ -11,8 +11,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-#: Services in start order; `down` stops them in reverse.
-SERVICE_ORDER: tuple[str, ...] = ("kafka", "consul", "postgres", "registry")
 CONSUL_AGENT = "consul-agent"
 #: Sizes a cluster may have (a KRaft quorum and a Consul raft need an odd count to be useful).
 MAX_MEMBERS = 5
@@ -70,9 +68,10 @@ def layout_of(names: list[str]) -> Layout:
     return Layout(kafka=count("kafka"), consul=count("consul"), registry=count("registry"))
 
 
-def order_key(member: str) -> tuple[int, int, str]:
-    """Sort key: service order, then member index (the Consul client agent after servers)."""
+def order_key(member: str, order: tuple[str, ...]) -> tuple[int, int, str]:
+    """Sort key: the service's place in `order`, then member index (the Consul client agent
+    after the servers)."""
     service = service_of(member)
-    rank = SERVICE_ORDER.index(service) if service in SERVICE_ORDER else len(SERVICE_ORDER)
+    rank = order.index(service) if service in order else len(order)
     index = index_of(member)
     return rank, index if index else MAX_MEMBERS + 1, member

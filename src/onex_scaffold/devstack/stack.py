@@ -26,7 +26,6 @@ from onex_scaffold.devstack.base import LaunchPlan, LogFn, Service, StartContext
 from onex_scaffold.devstack.consul import ConsulCluster, ConsulService, consul_leader
 from onex_scaffold.devstack.errors import DevStackError, ServiceStartError, UnknownServiceError
 from onex_scaffold.devstack.kafka import KafkaCluster, KafkaService
-from onex_scaffold.devstack.layout import SERVICE_ORDER as SERVICE_ORDER
 from onex_scaffold.devstack.layout import (
     Layout,
     index_of,
@@ -35,6 +34,7 @@ from onex_scaffold.devstack.layout import (
     order_key,
     service_of,
 )
+from onex_scaffold.devstack.pipeline import PIPELINE_SERVICES, PipelineStageService
 from onex_scaffold.devstack.postgres import PostgresService
 from onex_scaffold.devstack.registry import RegistryService
 from onex_scaffold.devstack.state import (
@@ -47,6 +47,8 @@ from onex_scaffold.devstack.state import (
 from onex_scaffold.devstack.tansu import TansuService
 
 DEV_DIR_NAME = ".onex-dev"
+#: Services in start order; `down` stops them in reverse.
+SERVICE_ORDER: tuple[str, ...] = ("kafka", "consul", "postgres", "registry", *PIPELINE_SERVICES)
 # Data folders of the services inside .onex-dev (what `down --purge` deletes there).
 DATA_FOLDERS = ("kafka", "consul", "postgres")
 #: Most members a clustered service may have.
@@ -63,6 +65,8 @@ class StackOptions:
     postgres: bool = False
     # The ONEX registry (nodes/registry): Kafka introspection -> Consul.
     registry: bool = True
+    # The seven stage nodes of the generation pipeline (nodes/<stage>).
+    pipeline: bool = True
     kafka_port: int | None = None
     consul_port: int | None = None
     postgres_port: int | None = None
@@ -130,6 +134,8 @@ class ServiceFactory:
             return PostgresService(port=self.options.postgres_port)
         if service == "registry":
             return RegistryService(index=index, size=self.layout.registry)
+        if name in PIPELINE_SERVICES:
+            return PipelineStageService(name)
         raise UnknownServiceError(
             f"unknown service {name!r}; known services: {', '.join(SERVICE_ORDER)}"
         )
@@ -180,6 +186,9 @@ def wanted_services(
         wanted.add("postgres")
     if options.registry or "registry" in present:
         wanted.add("registry")
+    for name in PIPELINE_SERVICES:
+        if options.pipeline or name in present:
+            wanted.add(name)
     names: list[str] = []
     for service in SERVICE_ORDER:
         if service in wanted:
@@ -190,7 +199,8 @@ def wanted_services(
 def depends_on(name: str) -> tuple[str, ...]:
     """Services whose members must answer before `name` starts (Kafka, Consul, PostgreSQL
     need none)."""
-    return ("kafka", "consul") if service_of(name) == "registry" else ()
+    service = service_of(name)
+    return ("kafka", "consul") if service == "registry" or service in PIPELINE_SERVICES else ()
 
 
 def _info(record: ServiceRecord) -> procs.ProcessInfo | None:
@@ -236,6 +246,10 @@ class Stack:
             log=self.log,
             records=dict(state.services),
         )
+
+    @staticmethod
+    def _order_key(member: str) -> tuple[int, int, str]:
+        return order_key(member, SERVICE_ORDER)
 
     def _factory(self, state: StackState, options: StackOptions | None = None) -> ServiceFactory:
         """Members as they run now (the layout of state.json)."""
@@ -435,7 +449,7 @@ class Stack:
         with self._locked():
             state = self.store.load()
             factory = self._factory(state)
-            for name in sorted(state.services, key=order_key, reverse=True):
+            for name in sorted(state.services, key=self._order_key, reverse=True):
                 record = state.services[name]
                 info = _info(record)
                 if info is None:
@@ -476,7 +490,7 @@ class Stack:
         factory = self._factory(state)
         result: list[ServiceStatus] = []
         leader = self._consul_leader(state)
-        for name in sorted(state.services, key=order_key):
+        for name in sorted(state.services, key=self._order_key):
             record = state.services[name]
             info = _info(record)
             running = record.external or (info is not None and procs.is_running(info))
@@ -527,7 +541,7 @@ class Stack:
     def _member(self, state: StackState, name: str) -> ServiceRecord:
         record = state.services.get(name)
         if record is None:
-            known = ", ".join(sorted(state.services, key=order_key)) or "none"
+            known = ", ".join(sorted(state.services, key=self._order_key)) or "none"
             raise UnknownServiceError(
                 f"no member {name!r} in this stack (members: {known}); "
                 "`onex-node dev up` starts the stack"

@@ -37,7 +37,9 @@ def _decode(hex_address: str) -> str:
     if len(raw) == 4:
         return ".".join(str(b) for b in reversed(raw))
     words = [raw[i : i + 4][::-1] for i in range(0, 16, 4)]
-    return str(ipaddress.IPv6Address(b"".join(words)))
+    address = ipaddress.IPv6Address(b"".join(words))
+    # Java listens on IPv6 sockets bound to an IPv4-mapped address (::ffff:127.0.0.1).
+    return str(address.ipv4_mapped or address)
 
 
 def test_every_port_of_the_stack_listens_on_loopback_only(stack: StackAddresses) -> None:

@@ -286,7 +286,13 @@ def test_one_of_two_registries_killed_while_nodes_start_and_stop(
         arriving = launch(nodes, publisher_project, addresses, tmp_path)
         assert leaving.stop(signal.SIGTERM) == 0, leaving.log()
         began = time.monotonic()
-        wait_until("the new node passing", lambda: registered(addresses, arriving), 90)
+        try:
+            wait_until("the new node passing", lambda: registered(addresses, arriving), 90)
+        except AssertionError as error:
+            survivor = {i.name: i.detail for i in cluster.status()}.get("registry-2")
+            raise AssertionError(
+                f"{error}; registry-2: {survivor}; the node's log: {arriving.log()[-1500:]}"
+            ) from None
         arrived_after = time.monotonic() - began
         wait_until(
             "the stopped node gone from Consul",

@@ -31,7 +31,7 @@ MIN_KEY_BYTES: Final = 16
 _SCHEME: Final = "v1="
 _CONTEXT: Final = b"onex-discovery-record-v1"
 
-Headers = list[tuple[str, str | bytes]]
+Headers = list[tuple[str, str | bytes | None]]
 
 
 class DiscoveryKeyError(ValueError):
@@ -104,7 +104,7 @@ class DiscoverySigner:
         topic: str,
         key: bytes | None,
         value: bytes | None,
-        headers: Sequence[tuple[str, bytes | str | None]] | Mapping[str, bytes] | None,
+        headers: Sequence[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None] | None,
     ) -> str:
         """``""`` when the record carries a valid signature by one of the keys, else why not."""
         role = self.roles.get(topic)

@@ -28,7 +28,14 @@ from onex_scaffold.render import render_node
 REPO = Path(__file__).resolve().parents[2]
 REGISTRY = REPO / "nodes" / "registry"
 #: Modules the registry adds to its package: owner-owned, never rendered by the template.
-OWNER_MODULES = ("consul_registry.py", "discovery.py", "reconcile.py", "service.py")
+OWNER_MODULES = (
+    "admission.py",
+    "consul_registry.py",
+    "discovery.py",
+    "omnibase.py",
+    "reconcile.py",
+    "service.py",
+)
 IGNORED_PARTS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 OWN_DEPENDENCIES = re.compile(
     r"(# Your own dependencies go below this line\.\n)(?:.*\n)*?(?=\])", re.MULTILINE

@@ -196,7 +196,7 @@ async def test_bad_records_are_dead_lettered_with_the_reason(
 
 async def test_poison_kept_by_compaction_is_dead_lettered_once(consumer: DiscoveryConsumer) -> None:
     intro = topics()["introspection"]
-    consumer._watermarks = {0: 10}  # processed up to offset 10 before the restart
+    consumer._watermarks = {(intro, 0): 10}  # processed up to offset 10 before the restart
     await consumer._handle(Message(intro, b"junk", b"k", 3))  # type: ignore[arg-type]
     await consumer._handle(Message(intro, b"junk", b"k", 12))  # type: ignore[arg-type]
     assert [d["offset"] for d in consumer._publisher.dead] == [12]  # type: ignore[attr-defined]

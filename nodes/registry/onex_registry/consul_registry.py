@@ -121,6 +121,9 @@ class RegistrySettings(BaseSettings):
     reannounce_burst: int = Field(default=10, ge=1)
     #: Bytes of KV request body per Consul transaction (Consul's limit is 512 KiB).
     txn_max_bytes: int = Field(default=TXN_MAX_BYTES, ge=4096, le=512 * 1024)
+    #: Also read omnibase_core's discovery topics (omnibase.py); their names get this prefix.
+    omnibase_core: bool = True
+    omnibase_topic_prefix: str = ""
     #: When set, only discovery records signed with one of these keys are accepted
     #: (runtime/signing.py); several keys, comma-separated, during a rotation.
     discovery_key: SecretStr | None = Field(default=None, validation_alias="ONEX_DISCOVERY_KEY")

@@ -18,7 +18,7 @@ import socket
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
@@ -38,6 +38,7 @@ from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, Config
 from confluent_kafka.cimpl import NewTopic
 from pydantic import ValidationError
 
+from . import omnibase
 from .admission import (
     AdmissionError,
     IPAddress,
@@ -90,7 +91,10 @@ class TopicSetupError(RuntimeError):
 
 
 def ensure_discovery_topics(
-    kafka_config: Mapping[str, Any], environment: str, timeout_s: float = 2.0
+    kafka_config: Mapping[str, Any],
+    environment: str,
+    timeout_s: float = 2.0,
+    extra_topics: Sequence[str] = (),
 ) -> list[str]:
     """Create the discovery topics that are missing; make the introspection topic compacted.
 
@@ -100,7 +104,8 @@ def ensure_discovery_topics(
     """
     admin = AdminClient(dict(kafka_config))
     topics = naming.discovery_topics(environment)
-    wanted = [*topics.values(), *(naming.dead_letter_topic(t) for t in topics.values())]
+    names = [*topics.values(), *extra_topics]
+    wanted = [*names, *(naming.dead_letter_topic(t) for t in names)]
     try:
         existing = set(admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as error:
@@ -260,8 +265,17 @@ class DiscoveryConsumer:
         # One thread owns the consumer: librdkafka consumers must not be used concurrently.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="discovery")
         self._consumer: Consumer | None = None
-        self._watermarks: dict[int, int] = {}  # introspection partition -> processed offset
-        self._pending_eof: set[int] = set()
+        #: omnibase_core's topics (read as well unless REGISTRY_OMNIBASE_CORE=false).
+        self.omnibase_topics = (
+            omnibase.topics(settings.omnibase_topic_prefix) if settings.omnibase_core else {}
+        )
+        #: Introspection topics, read from their first offset at every start.
+        self._replayed_topics = {self.topics["introspection"]} | (
+            {self.omnibase_topics["introspection"]} if self.omnibase_topics else set()
+        )
+        # (replayed topic, partition) -> offset processed up to
+        self._watermarks: dict[tuple[str, int], int] = {}
+        self._pending_eof: set[tuple[str, int]] = set()
         self.replayed = asyncio.Event()
 
     async def _call(self, fn: Callable[[], Any]) -> Any:
@@ -303,29 +317,31 @@ class DiscoveryConsumer:
     def _assign(self, consumer: Consumer) -> None:
         metadata = consumer.list_topics(timeout=5.0)
         assignment: list[TopicPartition] = []
-        intro = self.topics["introspection"]
-        for role in ("introspection", "heartbeat", "shutdown"):
-            name = self.topics[role]
+        names = [self.topics[role] for role in ("introspection", "heartbeat", "shutdown")]
+        names += list(self.omnibase_topics.values())
+        for name in names:
             topic_meta = metadata.topics.get(name)
             if topic_meta is None or topic_meta.error is not None:
                 raise TopicSetupError(
                     f"topic {name} is missing; the registry creates it at start, check the broker"
                 )
-            start = OFFSET_BEGINNING if name == intro else OFFSET_END
+            start = OFFSET_BEGINNING if name in self._replayed_topics else OFFSET_END
             assignment += [TopicPartition(name, p, start) for p in topic_meta.partitions]
-        intro_parts = [tp for tp in assignment if tp.topic == intro]
+        replayed = [tp for tp in assignment if tp.topic in self._replayed_topics]
         committed = consumer.committed(
-            [TopicPartition(intro, tp.partition) for tp in intro_parts], timeout=5.0
+            [TopicPartition(tp.topic, tp.partition) for tp in replayed], timeout=5.0
         )
-        self._watermarks = {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
+        self._watermarks = {
+            (tp.topic, tp.partition): tp.offset for tp in committed if tp.offset >= 0
+        }
         # Empty partitions send no EOF event, so only wait for those holding records.
         self._pending_eof = set()
-        for tp in intro_parts:
+        for tp in replayed:
             low, high = consumer.get_watermark_offsets(
-                TopicPartition(intro, tp.partition), timeout=5.0
+                TopicPartition(tp.topic, tp.partition), timeout=5.0
             )
             if high > low:
-                self._pending_eof.add(tp.partition)
+                self._pending_eof.add((tp.topic, tp.partition))
         consumer.assign(assignment)
 
     def _poll(self) -> list[Message]:
@@ -341,38 +357,38 @@ class DiscoveryConsumer:
     def _commit_watermarks(self, consumer: Consumer) -> None:
         if not self._watermarks:
             return
-        intro = self.topics["introspection"]
-        offsets = [TopicPartition(intro, p, o) for p, o in self._watermarks.items()]
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._watermarks.items()]
         try:
             consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as error:
             log.debug("could not record processed offsets: %s", error)
 
     async def _handle_batch(self, batch: list[Message]) -> None:
-        intro = self.topics["introspection"]
         progressed = False
         for message in batch:
             error = message.error()
+            topic = message.topic() or ""
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
-                    if message.topic() == intro:
-                        self._pending_eof.discard(message.partition() or 0)
+                    if topic in self._replayed_topics:
+                        self._pending_eof.discard((topic, message.partition() or 0))
                         self._check_replayed()
                     continue
                 log.warning("Kafka consumer error: %s", error)
                 continue
             await self._handle(message)
-            if message.topic() == intro:
-                partition, offset = message.partition() or 0, message.offset() or 0
-                self._watermarks[partition] = max(self._watermarks.get(partition, 0), offset + 1)
+            if topic in self._replayed_topics:
+                where = (topic, message.partition() or 0)
+                offset = message.offset() or 0
+                self._watermarks[where] = max(self._watermarks.get(where, 0), offset + 1)
                 progressed = True
         self._check_replayed()
         self._reconciler.wake()
         if progressed:
             consumer = self._consumer
             if consumer is not None:
-                intro_offsets = [TopicPartition(intro, p, o) for p, o in self._watermarks.items()]
-                await self._call(lambda: consumer.commit(offsets=intro_offsets, asynchronous=True))
+                offsets = [TopicPartition(t, p, o) for (t, p), o in self._watermarks.items()]
+                await self._call(lambda: consumer.commit(offsets=offsets, asynchronous=True))
 
     def _check_replayed(self) -> None:
         if not self._pending_eof and not self.replayed.is_set():
@@ -380,7 +396,7 @@ class DiscoveryConsumer:
             self.replayed.set()
             log.info(
                 "rebuilt the view from %s: %d node(s)",
-                self.topics["introspection"],
+                ", ".join(sorted(self._replayed_topics)),
                 len(self.view.records),
             )
 
@@ -401,6 +417,8 @@ class DiscoveryConsumer:
                 await self._on_heartbeat(message)
             elif topic == self.topics["shutdown"]:
                 self._on_shutdown(message)
+            elif self.omnibase_topics:
+                await self._on_omnibase(message)
         except (PoisonRecordError, AdmissionError) as error:
             await self._dead_letter(message, str(error))
         except Exception as error:
@@ -409,9 +427,10 @@ class DiscoveryConsumer:
             await self._dead_letter(message, f"{type(error).__name__}: {error}")
 
     def _is_replayed_poison(self, message: Message) -> bool:
-        if message.topic() != self.topics["introspection"]:
+        topic = message.topic() or ""
+        if topic not in self._replayed_topics:
             return False
-        done = self._watermarks.get(message.partition() or 0)
+        done = self._watermarks.get((topic, message.partition() or 0))
         return done is not None and (message.offset() or 0) < done
 
     async def _dead_letter(self, message: Message, reason: str) -> None:
@@ -562,7 +581,7 @@ class DiscoveryConsumer:
         message: Message,
         node_id: str,
         service_name: str,
-        instance_id: str,
+        instance_id: str | None,
         status: str,
         note: str,
         now: float,
@@ -630,6 +649,33 @@ class DiscoveryConsumer:
         _check_binding(record.binding, service_name, instance_id, "shutdown")
         if self.view.shutdown(node_id, sent_at):
             self.stats.shutdowns += 1
+
+    async def _on_omnibase(self, message: Message) -> None:
+        """An omnibase_core introspection, heartbeat or shutdown (``omnibase.py`` maps it)."""
+        topic = message.topic() or ""
+        value = message.value()
+        if value is None:
+            return  # omnibase_core writes no tombstones; one here removes nothing
+        envelope = omnibase.decode_envelope(value)
+        now = self._clock()
+        sent_at = omnibase.sent_at(envelope)
+        check_clock(sent_at, now, self._settings.max_clock_skew_s, f"the envelope on {topic}")
+        if topic == self.omnibase_topics["introspection"]:
+            event, manifest = omnibase.map_introspection(envelope, value)
+            extra = {omnibase.SOURCE_FORMAT_KEY: omnibase.SOURCE_FORMAT}
+            await self.admit(message, event, sent_at, now, manifest=manifest, extra_meta=extra)
+            self.stats.introspections += 1
+        elif topic == self.omnibase_topics["heartbeat"]:
+            node_id, service_name, note = omnibase.map_heartbeat(envelope)
+            # omnibase_core cannot be asked to announce again: an unknown one is only counted.
+            if node_id in self.view.records:
+                await self.heartbeat(message, node_id, service_name, None, "healthy", note, now)
+            else:
+                _check_key(message, node_id)
+                self.stats.unknown_heartbeats += 1
+        elif topic == self.omnibase_topics["shutdown"]:
+            node_id, service_name = omnibase.map_shutdown(envelope)
+            self.shutdown(message, node_id, service_name, None, min(sent_at, now))
 
     async def request_introspection(self, service_name: str | None, reason: str) -> None:
         """Ask every node (or one service) to announce itself again."""

@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from confluent_kafka import KafkaException
 
+from . import omnibase
 from .consul_registry import ConsulAgent, ConsulUnavailableError, Registration, RegistrySettings
 from .discovery import (
     EXPIRED_HEADER,
@@ -165,8 +166,13 @@ class RegistryService:
         attempt = 0
         while True:
             try:
+                extra = (
+                    list(omnibase.topics(self.settings.omnibase_topic_prefix).values())
+                    if self.settings.omnibase_core
+                    else []
+                )
                 changes = await asyncio.to_thread(
-                    ensure_discovery_topics, kafka_config, ctx.environment
+                    ensure_discovery_topics, kafka_config, ctx.environment, 2.0, extra
                 )
             except (TopicSetupError, KafkaException) as error:
                 attempt += 1

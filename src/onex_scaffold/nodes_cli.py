@@ -35,6 +35,8 @@ class NodeRow:
     instance_id: str
     domain: str
     check_output: str
+    #: The template version the node was rendered from (Meta ``template_version``).
+    template_version: str = ""
 
 
 def consul_address(explicit: str | None) -> str:
@@ -116,6 +118,7 @@ def _row(entry: dict[str, Any]) -> NodeRow:
         instance_id=meta.get("instance_id", ""),
         domain=meta.get("domain", ""),
         check_output="; ".join(o for o in outputs if o)[:200],
+        template_version=meta.get("template_version", ""),
     )
 
 
@@ -124,9 +127,18 @@ def format_table(rows: list[NodeRow], service: str | None = None) -> str:
         if service:
             return f"no instance of {service} registered in Consul (try without --service)"
         return "no ONEX nodes registered in Consul"
-    headers = ("SERVICE", "TYPE", "VERSION", "STATUS", "ADDRESS", "NODE ID")
+    headers = ("SERVICE", "TYPE", "VERSION", "TEMPLATE", "STATUS", "ADDRESS", "NODE ID")
     table = [headers] + [
-        (r.service, r.node_type, r.version, r.status, r.address, r.node_id) for r in rows
+        (
+            r.service,
+            r.node_type,
+            r.version,
+            r.template_version or "-",
+            r.status,
+            r.address,
+            r.node_id,
+        )
+        for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
     lines = [

@@ -247,7 +247,11 @@ def build_meta(
         meta["protocols"] = ",".join(event.capabilities.protocols)
     if event.health_endpoint:
         meta["health_endpoint"] = event.health_endpoint
-    template_version = getattr(event, "template_version", None)
+    # The template version the node was rendered from: a field of the announcement, or its
+    # capability metadata (``onex-node nodes`` shows it; ``--outdated`` compares it).
+    template_version = getattr(event, "template_version", None) or event.capabilities.metadata.get(
+        TEMPLATE_VERSION_KEY
+    )
     if template_version:
         meta[TEMPLATE_VERSION_KEY] = str(template_version)
     for name, value in sorted(extra_meta.items()):

@@ -481,3 +481,17 @@ async def test_with_a_discovery_key_only_signed_records_are_accepted() -> None:
     # a forged tombstone (unsigned) removes nothing
     await discovery._handle(Message(unsigned.topic(), None, unsigned.key()))  # type: ignore[arg-type]
     assert str(NODE_ID) in view.records
+
+
+async def test_a_node_whose_check_is_critical_may_come_back_at_another_address(
+    consumer: DiscoveryConsumer,
+) -> None:
+    await consumer._handle(intro_message(introspection()))  # type: ignore[arg-type]
+    sid = consumer.view.records[str(NODE_ID)].registration.service_id
+    moved = introspection(health_endpoint="http://127.0.0.9:8001/health")
+    consumer.view.observed_status[sid] = "passing"
+    await consumer._handle(intro_message(moved))  # type: ignore[arg-type]
+    assert "bound to another live node" in dead_reasons(consumer)[0]
+    consumer.view.observed_status[sid] = "critical"  # the old address stopped answering
+    await consumer._handle(intro_message(moved))  # type: ignore[arg-type]
+    assert consumer.view.records[str(NODE_ID)].registration.address == "127.0.0.9"

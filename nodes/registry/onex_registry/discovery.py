@@ -277,6 +277,7 @@ class DiscoveryConsumer:
         self._watermarks: dict[tuple[str, int], int] = {}
         self._pending_eof: set[tuple[str, int]] = set()
         self.replayed = asyncio.Event()
+        self.replayed_at: float | None = None
 
     async def _call(self, fn: Callable[[], Any]) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
@@ -393,6 +394,7 @@ class DiscoveryConsumer:
     def _check_replayed(self) -> None:
         if not self._pending_eof and not self.replayed.is_set():
             self.stats.replayed = True
+            self.replayed_at = self._clock()
             self.replayed.set()
             log.info(
                 "rebuilt the view from %s: %d node(s)",

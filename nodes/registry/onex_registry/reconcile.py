@@ -103,14 +103,16 @@ class RegistryView:
         """Why ``registration`` may not replace the node_id's current record (``""``: it may).
 
         A node_id stays bound to its service name, instance and address while its node is
-        alive (live in the view or passing in Consul); after a shutdown or expiry it is free.
+        alive: passing (or warning) in Consul, or, before Consul has judged it, heard from
+        within ``node_ttl_s``. After a shutdown or expiry it is free, and also while its check
+        is critical (a node rescheduled to another address with the same instance id must be
+        able to come back).
         """
         current = self.records.get(registration.node_id)
         if current is None:
             return ""
-        alive = self.is_live(current, now) or self.observed_status.get(
-            current.registration.service_id
-        ) in ("passing", "warning")
+        status = self.observed_status.get(current.registration.service_id)
+        alive = status in ("passing", "warning") or (status is None and self.is_live(current, now))
         if not alive:
             return ""
         new = (registration.name, registration.meta.get("instance_id", ""), registration.address)

@@ -126,9 +126,14 @@ class RegistryService:
 
     async def expire_once(self, ctx: NodeContext) -> tuple[int, int]:
         """One expiry round; returns (records expired, orphaned manifests deleted)."""
-        if self.discovery is None or not self.discovery.replayed.is_set():
+        discovery = self.discovery
+        if discovery is None or discovery.replayed_at is None:
             return 0, 0  # the view is incomplete until the replay ends
-        expired = self.view.expire(time.time())
+        now = time.time()
+        # Replayed records carry their old age: give live nodes one TTL to answer the
+        # introspection request sent after the replay before judging them silent.
+        grace = now - discovery.replayed_at < self.settings.node_ttl_s
+        expired = [] if grace else self.view.expire(now)
         topic = naming.introspection_topic(ctx.environment)
         for record in expired:
             log.info(

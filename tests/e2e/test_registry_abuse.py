@@ -292,7 +292,7 @@ def test_large_manifests_are_batched_by_bytes_and_every_node_registers(
                     }
                 )
             )
-        assert len(events[0].model_dump_json()) > 40_000
+        assert len(events[0].model_dump_json().encode()) > 40_000
         wanted = {service_id(e) for e in events}
         for event in events:
             announce(prod, event, flush=False)

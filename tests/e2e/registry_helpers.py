@@ -389,7 +389,7 @@ def dead_letters(consumer: Consumer, keys: set[str], timeout_s: float = 30) -> d
     return seen
 
 
-def registry_ready(timeout_s: float = 60) -> str:
+def registry_ready(timeout_s: float = 120) -> str:
     from onex_scaffold.devstack.registry import probe_registry
 
     def ready() -> str | None:

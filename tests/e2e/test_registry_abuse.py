@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from helpers import dev_root, unavailable
 from registry_helpers import (
     ENV,
     ConsulHttp,
@@ -25,7 +26,6 @@ from registry_helpers import (
     ModelEventSource,
     announce,
     dead_letters,
-    dev_root,
     envelope,
     fake_introspection,
     find_record,
@@ -38,7 +38,6 @@ from registry_helpers import (
     registry_restarted_with,
     registry_url,
     say_goodbye,
-    unavailable,
     wait_for,
 )
 
@@ -325,16 +324,16 @@ def test_silent_records_and_orphaned_manifests_expire(
     ):
         with reader(stack, [INTRO], from_beginning=False) as intro:
             announce(prod, node)  # no heartbeats follow: the node is silent
-            wait_for("registered", lambda: consul.status(sid) is not None, 15)
+            wait_for("registered", lambda: consul.status(sid) is not None, 40)
             started = time.monotonic()
             tombstone = find_record(
                 intro, lambda m: (m.key() or b"").decode() == key and m.value() is None, 30
             )
             assert tombstone is not None
             print(f"\nsilent node tombstoned {time.monotonic() - started:.1f} s after registering")
-        wait_for("deregistered", lambda: consul.status(sid) is None, 15)
-        wait_for("manifest deleted", lambda: consul.kv(naming.consul_kv_key(key)) is None, 15)
-        wait_for("orphaned manifest deleted", lambda: consul.kv(orphan) is None, 15)
+        wait_for("deregistered", lambda: consul.status(sid) is None, 40)
+        wait_for("manifest deleted", lambda: consul.kv(naming.consul_kv_key(key)) is None, 40)
+        wait_for("orphaned manifest deleted", lambda: consul.kv(orphan) is None, 40)
 
 
 def test_with_a_discovery_key_only_signed_records_count(

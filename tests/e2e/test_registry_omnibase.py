@@ -19,7 +19,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from registry_helpers import ConsulHttp, registry_url, unavailable, wait_for
+from helpers import unavailable
+from registry_helpers import ConsulHttp, registry_url, wait_for
 
 from onex_scaffold.devstack.registry import probe_registry
 from onex_scaffold.devstack.testing import StackAddresses

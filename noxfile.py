@@ -123,8 +123,9 @@ def bench(session: nox.Session) -> None:
     """benchmarks/run.py against the real stack (not in the default run: it measures speed).
 
     Arguments after `--` go to run.py, e.g. `nox -s bench -- --quick --json bench.json`.
+    The `bench` extra brings the peers it compares with (FastStream, aiokafka) and uvloop.
     """
-    session.install("-e", DEV)
+    session.install("-e", ".[dev,bench]")
     was_running = _stack_running(session)
     try:
         session.run("onex-node", "dev", "--root", str(ROOT), "up")

@@ -196,7 +196,7 @@ def consul_floor(
 
     def client() -> Any:
         if not hasattr(local, "client"):
-            local.client = consul.Consul(host=host, port=port, timeout=10)
+            local.client = consul.Consul(host=host, port=port, connections_timeout=10.0)
         return local.client
 
     health_check = ConsulHealth(consul_url)

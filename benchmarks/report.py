@@ -190,25 +190,31 @@ class Contender:
     unit: str = "msg/s"
     cpu_us: float | None = None  # process CPU per record
     note: str = ""
+    #: False for times and memory: the best of the task is then the smallest.
+    higher_is_better: bool = True
+
+
+def _amount(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"
 
 
 def contenders_table(rows: Iterable[Contender], markdown: bool = False) -> str:
-    """Ours, the peers and the floors side by side; each rate also as a share of the best
-    rate of its task, so the gaps read at a glance."""
+    """Ours, the peers and the floors side by side; each figure also against the best of its
+    task (1.00 = the best; below 1 = slower, or larger for times and memory)."""
     items = list(rows)
     best: dict[str, float] = {}
     for row in items:
         if row.rate is not None and not math.isnan(row.rate):
-            best[row.task] = max(best.get(row.task, 0.0), row.rate)
+            pick = max if row.higher_is_better else min
+            best[row.task] = pick(best.get(row.task, row.rate), row.rate)
     cells: list[tuple[str, str, str, str, str, str]] = []
     for row in items:
         top = best.get(row.task)
-        share = (
-            f"{row.rate / top:.2f}"
-            if row.rate is not None and not math.isnan(row.rate) and top
-            else ""
-        )
-        rate = "n/a" if row.rate is None or math.isnan(row.rate) else f"{row.rate:,.0f}"
+        measured = row.rate is not None and not math.isnan(row.rate)
+        share = ""
+        if measured and top and row.rate:
+            share = f"{row.rate / top if row.higher_is_better else top / row.rate:.2f}"
+        rate = "n/a" if row.rate is None or not measured else _amount(row.rate)
         cpu = "" if row.cpu_us is None else f"{row.cpu_us:.1f}"
         cells.append((row.task, row.name, f"{rate} {row.unit}", share, cpu, row.note))
     header = ("task", "contender", "median", "of best", "CPU us/rec", "note")

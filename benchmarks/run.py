@@ -168,19 +168,31 @@ class Run:
                 report.Contender(
                     "start to ready",
                     "our node (/health 200)",
-                    1 / report.median(ready),
-                    "starts/s",
-                    note=f"{report.median(ready):.2f} s",
+                    report.median(ready),
+                    "s",
+                    higher_is_better=False,
                 ),
                 report.Contender(
                     "start to ready",
                     "FastStream app (after_startup)",
-                    1 / report.median(app_ready),
-                    "starts/s",
-                    note=f"{report.median(app_ready):.2f} s",
+                    report.median(app_ready),
+                    "s",
+                    higher_is_better=False,
                 ),
-                report.Contender("idle memory", "our node", report.median(rss), "MB RSS"),
-                report.Contender("idle memory", "FastStream app", report.median(app_rss), "MB RSS"),
+                report.Contender(
+                    "idle memory",
+                    "our node",
+                    report.median(rss),
+                    "MB RSS",
+                    higher_is_better=False,
+                ),
+                report.Contender(
+                    "idle memory",
+                    "FastStream app",
+                    report.median(app_rss),
+                    "MB RSS",
+                    higher_is_better=False,
+                ),
             ]
         finally:
             for process in running + apps:

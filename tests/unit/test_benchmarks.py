@@ -152,3 +152,13 @@ def test_contenders_table_shows_each_rate_against_the_best_of_its_task() -> None
     markdown = report.contenders_table(rows, markdown=True).splitlines()
     assert markdown[0].startswith("| task | contender |")
     assert "| publish | floor | 50,000 msg/s | 1.00 | 10.0 |  |" in markdown
+
+
+def test_contenders_table_times_and_memory_best_is_smallest() -> None:
+    rows = [
+        report.Contender("idle memory", "ours", 40.0, "MB RSS", higher_is_better=False),
+        report.Contender("idle memory", "peer", 50.0, "MB RSS", higher_is_better=False),
+    ]
+    lines = report.contenders_table(rows).splitlines()
+    assert "40.00 MB RSS" in lines[1] and "1.00" in lines[1]
+    assert "50.00 MB RSS" in lines[2] and "0.80" in lines[2]

@@ -28,7 +28,7 @@ from types import ModuleType
 from typing import Any, Final
 
 from benchmarks.nodes import ConsulHealth
-from onex_scaffold.template_source import naming
+from onex_scaffold import naming
 
 _HEALTH_PATH: Final = re.compile(r"^/nodes/\d+/health$")
 

@@ -51,12 +51,12 @@ async def run() -> int:
             starting.result()  # a failed start raises here: exit code 1
             eventloop.settle_heap()
             log.info(
-                "%s running on %s: node_id %s, instance_id %s, health at %s",
+                "%s running: node_id %s, instance_id %s, health at %s, event loop %s",
                 node.identity.service_name,
-                eventloop.loop_name(),
                 node.identity.node_id,
                 node.identity.instance_id,
                 node.health_endpoint,
+                eventloop.loop_name(),
             )
             await stopping
         else:

@@ -38,6 +38,10 @@ def test_json_has_exactly_the_issue_keys_in_order() -> None:
         "node_rss_vs_faststream",
         "startup_vs_faststream",
         "uvloop",
+        "pipeline_request_s",
+        "pipeline_overhead_ratio",
+        "pipeline_throughput_1_per_min",
+        "pipeline_throughput_2_per_min",
     ]
     assert document["publish_ratio"] == 4.0
     assert document["uvloop"] is True  # a flag is true/false, never a number

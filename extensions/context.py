@@ -86,6 +86,8 @@ def derive(answers: Mapping[str, Any]) -> dict[str, Any]:
             (node_type == "effect" and answers.get("use_postgres"))
             or (node_type == "reducer" and answers.get("state_backend") == "postgres")
         )
+        # The effect's out-of-the-box PostgreSQL writer (writer.py).
+        out["postgres_writer"] = bool(node_type == "effect" and answers.get("use_postgres"))
         out["uses_kafka"] = node_type != "compute" or bool(answers.get("event_bus_enabled", True))
         out["env_vars"] = envvars.env_vars(answers)
         if _valid(node_name, "node_name"):

@@ -169,6 +169,7 @@ _PURPOSES = {
     "failed": "failed request, with the error",
     "state_updated": "state after each persisted aggregation window",
     "workflow_completed": "workflow result, carrying the request's correlation_id",
+    "workflow_status": "replies to get_workflow_status (the run is not started again)",
     "workflow_failed": "failed workflow, with the error and the correlation_id",
 }
 _CONSUMED_ROLES = ("introspection_request", "command")

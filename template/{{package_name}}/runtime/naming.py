@@ -211,7 +211,8 @@ OUTCOMES: Final[dict[str, tuple[str, ...]]] = {
     "effect": ("completed", "failed"),
     "compute": ("completed", "failed"),
     "reducer": ("state-updated",),
-    "orchestrator": ("workflow-completed", "failed"),
+    # workflow-status: replies to get_workflow_status (a query, not a completion).
+    "orchestrator": ("workflow-completed", "failed", "workflow-status"),
 }
 
 

@@ -90,6 +90,7 @@ def test_identity_is_stable(offline_env: None) -> None:
 async def test_commands_name_their_action(offline_env: None) -> None:
     """`execute_compute` and `validate_input` commands, as the node announces them."""
     node = NodeValidatorCompute()
+    node.compute = _total  # the runtime's dispatch is under test, not the owner's logic
     run = Command.from_payload({"action": "execute_compute", "values": [1.0, 3.0]})
     assert await node.execute(run) == await node.execute_compute({"values": [1.0, 3.0]})
     valid = Command.from_payload({"action": "validate_input", "values": [1.0]})

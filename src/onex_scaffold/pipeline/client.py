@@ -322,6 +322,7 @@ async def request_node(
     validation: str = "full",
     timeout_s: float = 120.0,
     progress: ProgressFn | None = None,
+    dry_run: bool = False,
 ) -> PipelineResult:
     """Generate (or update) a node through the running pipeline; see the module docstring."""
     servers = bootstrap_servers or default_bootstrap_servers()
@@ -337,6 +338,7 @@ async def request_node(
         template=template,
         vcs_ref=vcs_ref,
         validation=validation,
+        dry_run=dry_run,
     )
     env = environment or os.environ.get("KAFKA_ENVIRONMENT") or "dev"
     async with PipelineClient(

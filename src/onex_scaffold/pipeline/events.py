@@ -208,6 +208,8 @@ class PipelineRequest(_Model):
     existing: NodeArchive | None = None
     validation: Literal["full", "fast"] = "full"
     max_refine_rounds: int = Field(default=2, ge=0, le=5)
+    #: Everything but the writing: the writer reports the files it would change.
+    dry_run: bool = False
 
 
 class ProblemModel(_Model):

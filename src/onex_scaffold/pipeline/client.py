@@ -258,7 +258,9 @@ class PipelineClient:
             return
         try:
             payload = events.parse_payload(envelope.payload)
-        except ValidationError:
+        except ValidationError as error:
+            log.warning("request %s: an event on %s is not a pipeline payload: %s",
+                        envelope.correlation_id, topic, error)  # fmt: skip
             return
         key = events.dedup_key(payload)
         if key in pending.seen:

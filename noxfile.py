@@ -1,4 +1,4 @@
-"""Checks and tests. `nox` runs lint, typecheck, tests and e2e; `nox -s bench` runs benchmarks.
+"""Checks and tests. `nox` runs lint, typecheck, docs, tests and e2e; `nox -s bench` benchmarks.
 
 `e2e` starts the real local stack itself (`onex-node dev up --postgres`: Apache Kafka, Consul,
 PostgreSQL and the registry on 127.0.0.1), runs the tests marked `e2e` with
@@ -15,7 +15,7 @@ from pathlib import Path
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "typecheck", "tests", "e2e"]
+nox.options.sessions = ["lint", "typecheck", "docs", "tests", "e2e"]
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
 
@@ -71,6 +71,22 @@ def typecheck(session: nox.Session) -> None:
     """
     session.install("-e", DEV)
     session.run("mypy")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site (mkdocs.yml, docs/) into site/; any warning fails.
+
+    `strict: true` and the `validation` settings in mkdocs.yml turn a link to a missing page
+    or a missing anchor into an error. `nox -s docs -- serve` serves the site locally instead.
+    """
+    session.install("mkdocs>=1.6", "mkdocs-material>=9.5")
+    # Material prints a banner about its successor on every build; it is not a warning.
+    env = {"NO_MKDOCS_2_WARNING": "1"}
+    if session.posargs[:1] == ["serve"]:
+        session.run("mkdocs", "serve", *session.posargs[1:], env=env)
+    else:
+        session.run("mkdocs", "build", "--strict", *session.posargs, env=env)
 
 
 @nox.session

@@ -15,8 +15,11 @@ from typing import Any
 def env_vars(answers: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Variables that apply to the node described by ``answers``, in display order.
 
-    Each item: ``name``, ``default`` (text as written in ``.env``; empty = unset),
-    ``help``, ``group``, ``secret`` (never given a value in generated files).
+    Each item: ``name``, ``default`` (the node's own default as text; empty =
+    unset), ``help``, ``group``, ``secret`` (never given a value in generated
+    files) and ``value``: what ``.env.template`` sets, uncommented, or None to
+    list the variable commented out with its default. The design document's
+    variables are set (its section 4.1 D); the rest are listed for reference.
     """
     node_type = answers.get("node_type")
     kafka = node_type != "compute" or bool(answers.get("event_bus_enabled", True))
@@ -27,28 +30,56 @@ def env_vars(answers: Mapping[str, Any]) -> list[dict[str, Any]]:
     service = str(answers.get("service_name", ""))
     out: list[dict[str, Any]] = []
 
-    def add(group: str, name: str, default: object, help_: str, *, secret: bool = False) -> None:
+    def add(
+        group: str,
+        name: str,
+        default: object,
+        help_: str,
+        *,
+        secret: bool = False,
+        value: object = None,
+    ) -> None:
         if isinstance(default, bool):
             default = str(default).lower()
+        text = "" if default is None else str(default)
         out.append(
             {
                 "group": group,
                 "name": name,
-                "default": "" if default is None else str(default),
+                "default": text,
                 "help": help_,
                 "secret": secret,
+                "value": None if value is None else (text if value is True else str(value)),
             }
         )
 
     g = "Identity and HTTP"
-    add(g, "SERVICE_NAME", service, "Service name (DNS label); Consul service and consumer group")
-    add(g, "SERVICE_VERSION", answers.get("version", "0.1.0"), "Version announced to the registry")
+    add(
+        g,
+        "SERVICE_NAME",
+        service,
+        "Service name (DNS label); Consul service and consumer group",
+        value=True,
+    )
+    add(
+        g,
+        "SERVICE_VERSION",
+        answers.get("version", "0.1.0"),
+        "Version announced to the registry",
+        value=True,
+    )
     add(g, "SERVICE_HOST", "", "Host/IP other services use to reach this node (default: hostname)")
-    add(g, "SERVICE_PORT", answers.get("http_port", 8000), "Port of /health and /metrics")
+    add(
+        g,
+        "SERVICE_PORT",
+        answers.get("http_port", 8000),
+        "Port of /health and /metrics",
+        value=True,
+    )
     add(g, "SERVICE_BIND_HOST", "0.0.0.0", "Interface the HTTP server listens on")
     add(g, "INSTANCE_ID", "", "Stable instance id (default: <hostname>-<port>)")
     g = "Lifecycle"
-    add(g, "LOG_LEVEL", "INFO", "CRITICAL, ERROR, WARNING, INFO or DEBUG")
+    add(g, "LOG_LEVEL", "INFO", "CRITICAL, ERROR, WARNING, INFO or DEBUG", value=True)
     add(
         g,
         "SHUTDOWN_GRACE_S",
@@ -63,6 +94,7 @@ def env_vars(answers: Mapping[str, Any]) -> list[dict[str, Any]]:
             "KAFKA_BOOTSTRAP_SERVERS",
             answers.get("kafka_bootstrap_servers", ""),
             "Broker list host:port[,host:port]",
+            value=True,
         )
         add(
             g,
@@ -70,12 +102,24 @@ def env_vars(answers: Mapping[str, Any]) -> list[dict[str, Any]]:
             answers.get("kafka_environment", "dev"),
             "Topic prefix: <env>.omninode_bridge.onex...",
         )
-        add(g, "KAFKA_CONSUMER_GROUP", "", "Consumer group (default: SERVICE_NAME)")
+        # The design's group name. Without KAFKA_CONSUMER_GROUP the node falls back to
+        # SERVICE_NAME, which nodes generated before kept (a new group re-reads its topics).
+        add(
+            g,
+            "KAFKA_CONSUMER_GROUP",
+            "",
+            "Consumer group (unset: SERVICE_NAME); the reducer's state is stored per group",
+            value=f"{service}_consumers",
+        )
+        # Not the design's `latest`: a new group would skip every command sent
+        # before the node first started (docs/design-deviations.md).
         add(
             g,
             "KAFKA_AUTO_OFFSET_RESET",
             "earliest",
-            "Where a new consumer group starts: earliest or latest",
+            "Where a new consumer group starts: earliest (nothing sent before the first start"
+            " is lost) or latest",
+            value=True,
         )
         add(g, "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
         add(g, "KAFKA_SASL_MECHANISM", "", "e.g. PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")

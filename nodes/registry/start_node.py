@@ -48,7 +48,13 @@ async def run() -> int:
         await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if starting.done():
             starting.result()  # a failed start raises here: exit code 1
-            log.info("%s running; health at %s", node.identity.service_name, node.health_endpoint)
+            log.info(
+                "%s running: node_id %s, instance_id %s, health at %s",
+                node.identity.service_name,
+                node.identity.node_id,
+                node.identity.instance_id,
+                node.health_endpoint,
+            )
             await stopping
         else:
             starting.cancel()

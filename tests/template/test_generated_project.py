@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import signal
+import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -68,3 +73,49 @@ def test_wheel_builds(rendered: dict[str, RenderedNode], variant: str, tmp_path:
     pkg = node.answers["service_name"].replace("-", "_")
     assert f"{pkg}/node.py" in names and f"{pkg}/runtime/naming.py" in names
     assert not [n for n in names if n.startswith("tests/")]
+
+
+def test_start_node_logs_node_and_instance_id(
+    rendered: dict[str, RenderedNode], tmp_path: Path
+) -> None:
+    """`python start_node.py` says, once up, which node_id and instance_id it runs as
+    (the design's start-up lines), then stops on SIGTERM with exit code 0."""
+    node = rendered["effect"]
+    env = project_env()
+    env.update(
+        KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1",  # absent broker: refused at once
+        KAFKA_CONNECT_WAIT_S="0.2",
+        SERVICE_PORT="0",
+        SERVICE_BIND_HOST="127.0.0.1",
+        SERVICE_HOST="127.0.0.1",
+        INSTANCE_ID="start-node-test",
+        PYTHONPATH=str(node.path),
+    )
+    process = subprocess.Popen(
+        [sys.executable, str(node.path / "start_node.py")],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = process.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+            if " running: " in line:
+                break
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    running = [line for line in lines if " running: " in line]
+    assert running, "".join(lines)
+    assert re.search(r"node_id [0-9a-f-]{36}, instance_id start-node-test,", running[0])
+    assert process.returncode == 0, "".join(lines) + (rest or "")

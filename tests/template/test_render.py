@@ -179,7 +179,7 @@ def test_env_template_matches_settings(rendered: dict[str, RenderedNode], varian
     """Every variable listed is one the node reads, with nothing secret filled in."""
     node = rendered[variant]
     fields = _settings_fields(node)
-    listed = re.findall(r"^# ([A-Z][A-Z0-9_]*)=(.*)$", _read(node, ".env.template"), re.M)
+    listed = re.findall(r"^(?:# )?([A-Z][A-Z0-9_]*)=(.*)$", _read(node, ".env.template"), re.M)
     unknown = sorted({name for name, _ in listed} - set(fields))
     assert not unknown, f".env.template lists variables NodeSettings does not read: {unknown}"
     for name, value in listed:
@@ -195,15 +195,61 @@ def test_env_template_covers_settings(rendered: dict[str, RenderedNode], variant
     fields = _settings_fields(node)
     listed: set[str] = set()
     for other in rendered.values():
-        listed |= set(re.findall(r"^# ([A-Z][A-Z0-9_]*)=", _read(other, ".env.template"), re.M))
+        listed |= set(
+            re.findall(r"^(?:# )?([A-Z][A-Z0-9_]*)=", _read(other, ".env.template"), re.M)
+        )
     assert not fields - listed, f"undocumented settings: {sorted(fields - listed)}"
+
+
+def test_env_template_sets_the_design_variables(
+    rendered: dict[str, RenderedNode], variant: str
+) -> None:
+    """The design document's variables are set (not commented out), with its defaults except
+    KAFKA_AUTO_OFFSET_RESET (earliest: see docs/design-deviations.md); the rest stay comments."""
+    node = rendered[variant]
+    answers = node.answers
+    active = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", _read(node, ".env.template"), re.M))
+    expected = {
+        "SERVICE_NAME": answers["service_name"],
+        "SERVICE_VERSION": answers["version"],
+        "SERVICE_PORT": str(answers["http_port"]),
+        "LOG_LEVEL": "INFO",
+    }
+    if variant != "compute-no-bus":
+        expected |= {
+            "KAFKA_BOOTSTRAP_SERVERS": answers["kafka_bootstrap_servers"],
+            "KAFKA_CONSUMER_GROUP": f"{answers['service_name']}_consumers",
+            "KAFKA_AUTO_OFFSET_RESET": "earliest",
+        }
+    assert active == expected
+
+
+def test_env_template_values_are_accepted_by_the_node(
+    rendered: dict[str, RenderedNode], variant: str, tmp_path: Path
+) -> None:
+    """`cp .env.template .env` gives settings the node accepts, with the values set there."""
+    node = rendered[variant]
+    pkg = naming().package_name(node.answers["service_name"])
+    (tmp_path / ".env").write_text(_read(node, ".env.template"), encoding="utf-8")
+    code = (
+        f"from {pkg}.node import ANSWERS; print(ANSWERS.load_settings().consumer_group)"
+    )
+    env = project_env()
+    env["PYTHONPATH"] = str(node.path)
+    for name in ("SERVICE_NAME", "KAFKA_CONSUMER_GROUP", "KAFKA_BOOTSTRAP_SERVERS"):
+        env.pop(name, None)
+    out = run(["python", "-c", code], tmp_path, env)
+    if variant != "compute-no-bus":
+        assert out.split()[0] == f"{node.answers['service_name']}_consumers"
 
 
 def test_dockerfile_hadolint_clean(rendered: dict[str, RenderedNode], variant: str) -> None:
     node = rendered[variant]
     run(["hadolint", "--failure-threshold", "info", "Dockerfile"], node.path)
     dockerfile = _read(node, "Dockerfile")
-    assert re.search(r"^FROM python:3\.\d+-slim$", dockerfile, re.M)
+    # Pinned by digest, with the way to refresh it next to it.
+    assert re.search(r"^FROM python:3\.\d+-slim@sha256:[0-9a-f]{64}$", dockerfile, re.M)
+    assert "docker buildx imagetools inspect python:3." in dockerfile
     assert re.search(r"^USER \d+", dockerfile, re.M), "must run as a non-root user"
     assert "HEALTHCHECK" in dockerfile and "/health" in dockerfile
     assert 'CMD ["python", "start_node.py"]' in dockerfile
@@ -216,7 +262,15 @@ def test_compose_fragment_valid(rendered: dict[str, RenderedNode], variant: str)
         node.path,
     )
     compose = yaml.safe_load(_read(node, "compose.node.yaml"))
-    service = compose["services"][node.answers["service_name"]]
+    answers = node.answers
+    # The design document's names: node-<service>-<type>, depends on the broker and
+    # `consul`, on the network `omninode-network`.
+    name = f"node-{answers['service_name']}-{answers['node_type']}"
+    assert list(compose["services"]) == [name]
+    service = compose["services"][name]
+    assert service["networks"] == ["omninode-network"]
+    assert compose["networks"]["omninode-network"]["name"] == "omninode-network"
+    assert service["environment"]["SERVICE_HOST"] == name
     assert "healthcheck" in service
     env = service["environment"]
     assert env["SERVICE_NAME"] == node.answers["service_name"]
@@ -224,7 +278,7 @@ def test_compose_fragment_valid(rendered: dict[str, RenderedNode], variant: str)
         assert "KAFKA_BOOTSTRAP_SERVERS" not in env
     else:
         assert env["KAFKA_BOOTSTRAP_SERVERS"] == node.answers["kafka_bootstrap_servers"]
-        assert {"omninode-bridge-redpanda", "omninode-bridge-consul"} <= set(service["depends_on"])
+        assert {"omninode-bridge-redpanda", "consul"} <= set(service["depends_on"])
 
 
 def _third_party_imports(files: list[Path], own: str) -> set[str]:

@@ -78,6 +78,12 @@ def env_vars(answers: Mapping[str, Any]) -> list[dict[str, Any]]:
     )
     add(g, "SERVICE_BIND_HOST", "0.0.0.0", "Interface the HTTP server listens on")
     add(g, "INSTANCE_ID", "", "Stable instance id (default: <hostname>-<port>)")
+    add(
+        g,
+        "TEMPLATE_VERSION",
+        "",
+        "Template version announced (default: _commit of .copier-answers.yml)",
+    )
     g = "Lifecycle"
     add(g, "LOG_LEVEL", "INFO", "CRITICAL, ERROR, WARNING, INFO or DEBUG", value=True)
     add(

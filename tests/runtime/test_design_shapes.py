@@ -267,3 +267,24 @@ async def test_trace_context_flows_from_a_command_to_its_result(
     finally:
         await node.shutdown()
         reader.close()
+
+
+def test_envelopes_without_metadata_or_with_unknown_fields_are_read(
+    rendered: dict[str, RenderedNode],
+) -> None:
+    events = rendered["effect"].module("runtime.events")
+    older = (
+        b'{"event_id":"0f0e0d0c-0b0a-4908-8706-050403020100","event_type":"t",'
+        b'"correlation_id":"0f0e0d0c-0b0a-4908-8706-050403020101","causation_id":null,'
+        b'"timestamp":"2026-01-02T03:04:05Z","schema_version":"1.0.0",'
+        b'"source":{"service":"s","instance_id":"i","hostname":"h"},"payload":{"a":1}}'
+    )
+    envelope = events.ModelEventEnvelope.from_bytes(older)
+    assert envelope.metadata == events.ModelEventMetadata()
+    assert envelope.payload == {"a": 1}
+    newer = older[:-1] + b',"added_later":{"x":1}}'
+    assert events.ModelEventEnvelope.from_bytes(newer) == envelope
+    # Trace ids are checked: a record with a malformed one is no valid envelope.
+    bad = older.replace(b'"payload"', b'"metadata":{"trace_id":"zz"},"payload"')
+    with pytest.raises(ValueError, match="trace_id"):
+        events.ModelEventEnvelope.from_bytes(bad)

@@ -140,7 +140,14 @@ def metadata_text(
 
 
 class ModelEventEnvelope(_Model):
-    """The one envelope every event travels in."""
+    """The one envelope every event travels in.
+
+    Unknown top-level fields are ignored (dropped), not refused: a node reads envelopes
+    from nodes rendered from a newer template that added a field, so a fleet can be
+    upgraded one node at a time. Payloads stay strict (their own models).
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     event_id: uuid.UUID = Field(default_factory=new_id)
     event_type: str = Field(min_length=1, max_length=255)

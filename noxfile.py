@@ -20,7 +20,7 @@ nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
 
 ROOT = Path(__file__).resolve().parent
-LINT_PATHS = ["src", "tests", "extensions", "benchmarks", "noxfile.py"]
+LINT_PATHS = ["src", "tests", "extensions", "benchmarks", "scripts", "noxfile.py"]
 DEV = ".[dev]"
 # uv's virtualenvs have no pip; tests that build generated projects run `python -m pip`.
 TEST_DEPS = ("-e", DEV, "pip")
@@ -132,6 +132,17 @@ def e2e(session: nox.Session) -> None:
             session.log("the stack was running before this session: left running")
         else:
             session.run("onex-node", "dev", "--root", str(ROOT), "down")
+
+
+@nox.session
+def rerender(session: nox.Session) -> None:
+    """Re-render the nodes under nodes/ from the committed template (owner files kept).
+
+    `nox -s rerender -- --check` writes nothing and fails on drift; `-- registry` limits it
+    to nodes/registry. Same as `python scripts/rerender_nodes.py`.
+    """
+    session.install("-e", DEV)
+    session.run("python", str(ROOT / "scripts" / "rerender_nodes.py"), *session.posargs)
 
 
 @nox.session

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import yaml
 
-from onex_scaffold.template_source import template_root
+from onex_scaffold import template_root
 
 #: The effect node every generation run produces (the PRD stage's ``parsed_data`` shape).
 PARSED_DATA: Final[dict[str, Any]] = {

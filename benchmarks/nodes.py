@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from benchmarks.report import rss_mb_from_status
-from onex_scaffold.template_source import naming
+from onex_scaffold import naming
 
 
 class NodeStartFailed(RuntimeError):

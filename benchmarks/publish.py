@@ -28,7 +28,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from onex_scaffold.template_source import naming
+from onex_scaffold import naming
 
 #: Shared by both producers; the publisher adds acks=all and idempotence itself, and the raw
 #: producer is given the same. linger and compression are the generated node's defaults.

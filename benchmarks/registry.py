@@ -21,7 +21,7 @@ from types import ModuleType
 from typing import Final
 
 from benchmarks.nodes import ConsulHealth
-from onex_scaffold.template_source import naming
+from onex_scaffold import naming
 
 _HEALTH_PATH: Final = re.compile(r"^/nodes/\d+/health$")
 

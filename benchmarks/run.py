@@ -30,7 +30,7 @@ if __package__ in (None, ""):
 
 from benchmarks import generation, nodes, publish, registry, report
 from benchmarks.stack import BenchStack, bench_stack
-from onex_scaffold.template_source import naming
+from onex_scaffold import naming
 
 T = TypeVar("T")
 

@@ -5,7 +5,7 @@
 
 How a run goes:
 
-1. ``parsed_data`` is mapped to Copier answers (:mod:`onex_scaffold.mapping`); every
+1. ``parsed_data`` is mapped to Copier answers (:mod:`onex_scaffold._mapping`); every
    problem is reported at once and nothing is written.
 2. A new node is rendered into a temporary folder *beside* ``output_directory`` (same
    filesystem), checked (gates below), then renamed into place. Any failure removes it.
@@ -24,7 +24,7 @@ update_conflicts, required_files, generated_code_compiles, no_template_leftovers
 answers_recorded, install.
 
 Template source: with no ``template`` the bundled template is rendered from a small git
-snapshot of it (:mod:`onex_scaffold.snapshot`), so nodes record a commit later runs can
+snapshot of it (:mod:`onex_scaffold._snapshot`), so nodes record a commit later runs can
 find and updates are real 3-way merges. For a ``template`` that is a local git checkout the
 default ``vcs_ref`` is ``"HEAD"`` (the checkout as it is; uncommitted work becomes a draft
 commit only Copier's clone has, which the ``template_source`` warning gate reports); for
@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import pickle
 import re
@@ -63,8 +64,11 @@ from typing import Any, Final, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from onex_scaffold.gitutil import GIT_ENV, run_git
-from onex_scaffold.mapping import InvalidParsedData, Problem, map_parsed_data, safe_repr
+from onex_scaffold._exceptions import InvalidParsedData, RenderError, SnapshotError, StageFailed
+from onex_scaffold._git import GIT_ENV, run_git
+from onex_scaffold._mapping import Problem, map_parsed_data, safe_repr
+
+logger = logging.getLogger(__name__)
 
 STAGE_NAME: Final = "event_bus_integration"
 ANSWERS_FILE: Final = ".copier-answers.yml"
@@ -113,14 +117,6 @@ class PipelineStage(BaseModel):
     @property
     def warning_gates(self) -> list[ValidationGate]:
         return [gate for gate in self.validation_gates if gate.status == "warning"]
-
-
-class StageFailed(RuntimeError):
-    """Raised by :func:`generate_node` with ``raise_on_failure=True``; ``stage`` has the gates."""
-
-    def __init__(self, stage: PipelineStage) -> None:
-        self.stage = stage
-        super().__init__(stage.error or "Stage 4.5 failed")
 
 
 class _GateFailed(Exception):
@@ -186,7 +182,7 @@ def _resolve_template(template: str | os.PathLike[str] | None) -> tuple[str, Pat
     """(source for Copier, local folder or None for URLs). Local paths are made absolute,
     because Copier records the path as given and a relative one breaks later updates."""
     if template is None:
-        from onex_scaffold.template_source import template_root
+        from onex_scaffold._template import template_root
 
         root = template_root()
         return str(root), root
@@ -341,7 +337,7 @@ def _check_rendered(job: _Job, root: Path, answers: Mapping[str, Any], files: li
         notes.append(f"{compiled} Python files compile")
 
     with job.gate("G6", "no_template_leftovers") as _notes:
-        from onex_scaffold.render import jinja_leftovers
+        from onex_scaffold._render import jinja_leftovers
 
         fragments = _free_text_fragments(answers)
         leftovers: list[str] = []
@@ -388,8 +384,7 @@ def _run_copier(action: Callable[[], Any], src: str, vcs_ref: str | None) -> lis
     """Run one render call under the lock; returns the text of dirty-template warnings."""
     from plumbum import local
 
-    from onex_scaffold.render import RenderError
-    from onex_scaffold.snapshot import cache_dir, reading
+    from onex_scaffold._snapshot import cache_dir, reading
 
     cache = cache_dir()
     # The snapshot repository is only read while Copier clones it (no repack meanwhile).
@@ -424,7 +419,7 @@ def _create(
     vcs_ref: str | None,
 ) -> tuple[Path, list[str], list[str]]:
     """Render a new node beside ``target``; returns (staged folder, files, changed)."""
-    from onex_scaffold.render import render_node
+    from onex_scaffold._render import render_node
 
     staging_root = Path(tempfile.mkdtemp(prefix=f".{target.name}.onex-new-", dir=target.parent))
     staged = staging_root / "node"
@@ -507,7 +502,7 @@ def _update(
     recorded answers plus the new ones: template-owned files are replaced, owner-owned
     files (``_skip_if_exists``) are kept, nothing is deleted.
     """
-    from onex_scaffold.render import leftovers, render_node, update_node
+    from onex_scaffold._render import leftovers, render_node, update_node
 
     dirty = _dirty_under(target)
     if dirty:
@@ -699,7 +694,7 @@ def _choose_template(
     notes: list[str],
 ) -> tuple[str, Path | None, str | None]:
     """(Copier source, its local folder or None, vcs_ref) for this run."""
-    from onex_scaffold.snapshot import CACHE_ENV, SnapshotError, cache_dir, snapshot
+    from onex_scaffold._snapshot import CACHE_ENV, cache_dir, snapshot
 
     if template is None and mode == "update":
         # Update from where the node came from, unless that is the bundled template.
@@ -711,7 +706,7 @@ def _choose_template(
                 notes.append(f"the recorded template {recorded} is gone; using the bundled one")
     if template is None and vcs_ref is None:
         from onex_scaffold import __version__
-        from onex_scaffold.template_source import template_root
+        from onex_scaffold._template import template_root
 
         try:
             repo, commit = snapshot(template_root(), __version__)
@@ -837,7 +832,7 @@ def _run(
         answers = dict(mapped.answers)
         if extra_answers:
             answers.update(extra_answers)
-        from onex_scaffold.template_source import naming
+        from onex_scaffold._template import naming
 
         answers["package_name"] = naming().package_name(answers["service_name"])
 
@@ -892,14 +887,18 @@ def _run(
         )
         job.metadata.update(changed_files=changed, template_version=recorded.get("_commit"))
         stage.status = "completed"
+        logger.info("Stage 4.5 %s %s: %d files changed", mode, target, len(changed))
     except _GateFailed as failure:
         stage.status = "failed"
         stage.error = str(failure)
+        logger.info("Stage 4.5 failed: %s", failure)
         if failure.problems:
             job.metadata["problems"] = [
                 {"field": p.field, "value": p.value, "rule": p.rule} for p in failure.problems
             ]
     except Exception as error:  # the pipeline treats Stage 4.5 failures as non-fatal
+        # The stage record carries one line; the traceback goes to the log for whoever debugs.
+        logger.exception("Stage 4.5 failed unexpectedly for %s", safe_repr(output_directory))
         stage.status = "failed"
         stage.error = f"unexpected {type(error).__name__}: {error}"
     if stage.status != "completed":
@@ -1108,8 +1107,8 @@ def generate_nodes(
         if template is None and vcs_ref is None:
             # Snapshot once here, so the workers all find it made instead of queueing.
             from onex_scaffold import __version__
-            from onex_scaffold.snapshot import SnapshotError, snapshot
-            from onex_scaffold.template_source import template_root
+            from onex_scaffold._snapshot import snapshot
+            from onex_scaffold._template import template_root
 
             with contextlib.suppress(SnapshotError, OSError):  # each job reports it itself
                 snapshot(template_root(), __version__)

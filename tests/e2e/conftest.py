@@ -10,15 +10,13 @@ Every test collected under tests/e2e/ is marked `e2e`.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
+from helpers import dev_root, unavailable
 
 from onex_scaffold.devstack.testing import StackAddresses, StackUnavailable, read_stack_addresses
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 E2E_DIR = Path(__file__).resolve().parent
 
 
@@ -26,22 +24,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if E2E_DIR in Path(str(item.path)).resolve().parents:
             item.add_marker(pytest.mark.e2e)
-
-
-def e2e_required() -> bool:
-    return os.environ.get("ONEX_E2E_REQUIRED") == "1"
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Fail (ONEX_E2E_REQUIRED=1) or skip, with the reason and how to get the stack."""
-    message = f"{reason}; start it with `onex-node dev up --postgres`"
-    if e2e_required():
-        pytest.fail(f"ONEX_E2E_REQUIRED=1 but {message}", pytrace=False)
-    pytest.skip(message)
-
-
-def dev_root() -> Path:
-    return Path(os.environ.get("ONEX_DEV_ROOT", str(REPO_ROOT))).resolve()
 
 
 @pytest.fixture(scope="session")

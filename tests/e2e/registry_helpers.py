@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,10 +19,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
+from helpers import dev_root, free_port
 
 from onex_scaffold.devstack.registry import REGISTRY_VAR
 from onex_scaffold.devstack.state import parse_env
@@ -31,8 +30,6 @@ from onex_scaffold.devstack.testing import StackAddresses
 
 REPO = Path(__file__).resolve().parents[2]
 REGISTRY_DIR = REPO / "nodes" / "registry"
-if str(REGISTRY_DIR) not in sys.path:
-    sys.path.insert(0, str(REGISTRY_DIR))
 
 from onex_registry.runtime import naming  # noqa: E402
 from onex_registry.runtime.events import (  # noqa: E402
@@ -45,21 +42,6 @@ from onex_registry.runtime.events import (  # noqa: E402
 #: The registry of the dev stack reads this environment's topics.
 ENV = os.environ.get("KAFKA_ENVIRONMENT", "dev")
 T = TypeVar("T")
-
-
-def e2e_required() -> bool:
-    return os.environ.get("ONEX_E2E_REQUIRED") == "1"
-
-
-def unavailable(reason: str) -> None:
-    message = f"{reason}; start it with `onex-node dev up --postgres`"
-    if e2e_required():
-        pytest.fail(f"ONEX_E2E_REQUIRED=1 but {message}", pytrace=False)
-    pytest.skip(message)
-
-
-def dev_root() -> Path:
-    return Path(os.environ.get("ONEX_DEV_ROOT", str(REPO))).resolve()
 
 
 def registry_url() -> str | None:
@@ -83,12 +65,6 @@ def wait_for(
             return last
         time.sleep(interval_s)
     raise AssertionError(f"{what}: not within {timeout_s:.0f} s (last: {last!r})")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- Consul ----------------------------------------------------------------------------------

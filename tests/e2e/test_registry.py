@@ -23,12 +23,12 @@ from typing import Any
 
 import asyncpg
 import pytest
+from helpers import dev_root, unavailable
 from registry_helpers import (
     ENV,
     ConsulHttp,
     NodeProcess,
     announce,
-    dev_root,
     envelope,
     fake_introspection,
     find_record,
@@ -40,15 +40,14 @@ from registry_helpers import (
     registry_url,
     say_goodbye,
     start_node,
-    unavailable,
     wait_for,
 )
 
+from onex_scaffold import render_node
 from onex_scaffold.devstack import procs
 from onex_scaffold.devstack.registry import probe_registry
 from onex_scaffold.devstack.stack import Stack
 from onex_scaffold.devstack.testing import StackAddresses
-from onex_scaffold.render import render_node
 
 SERVICE = "postgres-writer"
 TABLE = "onex_e2e_writes"

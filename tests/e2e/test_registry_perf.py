@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import unavailable
 from registry_helpers import (
     ConsulHttp,
     NodeProcess,
@@ -31,7 +32,6 @@ from registry_helpers import (
     registry_url,
     say_goodbye,
     start_node,
-    unavailable,
     wait_for,
 )
 from test_registry import SERVICE, writer_project  # noqa: F401 - the shared fixture

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from onex_scaffold import nodes_cli
+from onex_scaffold import _fleet
 from onex_scaffold.cli import main
+from onex_scaffold.cli import nodes as nodes_cli
 
 ENTRY = {
     "Node": {"Node": "onex-dev", "Address": "127.0.0.1"},
@@ -39,7 +40,7 @@ ENTRY = {
 
 
 def test_row_takes_the_service_s_own_checks_and_meta() -> None:
-    row = nodes_cli._row(ENTRY)
+    row = _fleet._row(ENTRY)
     assert row.status == "critical"
     assert row.check_output == "connection refused"
     assert row.address == "127.0.0.1:8001"
@@ -47,7 +48,7 @@ def test_row_takes_the_service_s_own_checks_and_meta() -> None:
 
 
 def test_table_lines_up_and_says_when_empty() -> None:
-    table = nodes_cli.format_table([nodes_cli._row(ENTRY)])
+    table = nodes_cli.format_table([_fleet._row(ENTRY)])
     header, line = table.splitlines()
     assert header.split() == ["SERVICE", "TYPE", "VERSION", "STATUS", "ADDRESS", "NODE", "ID"]
     assert line.split() == [
@@ -66,16 +67,16 @@ def test_table_lines_up_and_says_when_empty() -> None:
 def test_address_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("ONEX_DEV_ROOT", str(tmp_path))
     monkeypatch.delenv("CONSUL_HTTP_ADDR", raising=False)
-    assert nodes_cli.consul_address(None) == nodes_cli.DEFAULT_CONSUL
+    assert _fleet.consul_address(None) == _fleet.DEFAULT_CONSUL
     (tmp_path / ".onex-dev").mkdir()
     (tmp_path / ".onex-dev" / "state.json").write_text(
         json.dumps({"services": {"consul": {"name": "consul", "kind": "consul",
                                             "env": {"CONSUL_HTTP_ADDR": "127.0.0.1:18500"}}}})
     )  # fmt: skip
-    assert nodes_cli.consul_address(None) == "127.0.0.1:18500"
+    assert _fleet.consul_address(None) == "127.0.0.1:18500"
     monkeypatch.setenv("CONSUL_HTTP_ADDR", "127.0.0.1:28500")
-    assert nodes_cli.consul_address(None) == "127.0.0.1:28500"
-    assert nodes_cli.consul_address("127.0.0.1:38500") == "127.0.0.1:38500"
+    assert _fleet.consul_address(None) == "127.0.0.1:28500"
+    assert _fleet.consul_address("127.0.0.1:38500") == "127.0.0.1:38500"
 
 
 def test_unreachable_consul_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,159 +1,114 @@
-"""nodes/registry is what our template renders today: no drift in template-owned files.
+"""Our nodes under nodes/ are what our template renders today: no drift in template-owned files.
 
-The registry's own logic lives only in owner files (``handlers.py``, ``tests/test_handlers.py``,
-the modules it adds beside them, the dependency lines below the marker in pyproject.toml).
+A node's own logic lives only in owner files (the template's ``_skip_if_exists`` files, the
+modules it adds to its package, the dependency lines below the marker in pyproject.toml).
 Everything else must be byte-for-byte what the committed template renders from the committed
-answers. When the template changes, re-render the registry with
-
-    python tests/registry/test_registry_drift.py --write
-
-which renders the committed template over nodes/registry (owner files are kept) and puts
-the owner's dependency lines back into pyproject.toml.
+answers. When the template changes, re-render with ``nox -s rerender`` (the same code as this
+test: ``onex_scaffold._rerender``).
 """
 
 from __future__ import annotations
 
-import re
-import subprocess
+import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import yaml
+from helpers import REPO_ROOT
 
-from onex_scaffold.render import render_node
+from onex_scaffold import _rerender
 
-REPO = Path(__file__).resolve().parents[2]
-REGISTRY = REPO / "nodes" / "registry"
+REGISTRY = REPO_ROOT / "nodes" / "registry"
 #: Modules the registry adds to its package: owner-owned, never rendered by the template.
 OWNER_MODULES = ("consul_registry.py", "discovery.py", "reconcile.py", "service.py")
-IGNORED_PARTS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
-OWN_DEPENDENCIES = re.compile(
-    r"(# Your own dependencies go below this line\.\n)(?:.*\n)*?(?=\])", re.MULTILINE
-)
-
-
-def answers() -> dict[str, object]:
-    loaded = yaml.safe_load((REGISTRY / ".copier-answers.yml").read_text())
-    return {k: v for k, v in loaded.items() if not k.startswith("_")}
-
-
-def owner_files(package: str) -> set[str]:
-    copier_yml = yaml.safe_load((REPO / "copier.yml").read_text())
-    skipped = {
-        p.replace("{{ package_name }}", package) for p in copier_yml.get("_skip_if_exists", [])
-    }
-    return skipped | {f"{package}/{name}" for name in OWNER_MODULES}
-
-
-def files(root: Path) -> dict[str, Path]:
-    return {
-        str(p.relative_to(root)): p
-        for p in root.rglob("*")
-        if p.is_file() and not IGNORED_PARTS & set(p.relative_to(root).parts)
-    }
-
-
-def normalise(relative: str, text: str) -> str:
-    if relative == ".copier-answers.yml":
-        return "\n".join(
-            line for line in text.splitlines() if not line.startswith(("_commit:", "_src_path:"))
-        )
-    if relative == "pyproject.toml":
-        return OWN_DEPENDENCIES.sub(r"\1", text)
-    return text
+NODES = _rerender.node_folders(REPO_ROOT)
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    target = tmp_path_factory.mktemp("registry") / "registry"
-    with committed_template() as template:
-        render_node(target, answers(), template=template, vcs_ref="HEAD")
+def template() -> Iterator[Path]:
+    with _rerender.committed_template(REPO_ROOT) as committed:
+        yield committed
+
+
+@pytest.fixture(scope="module")
+def rendered_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="onex-rendered-") as tmp:
+        yield Path(tmp)
+
+
+def _rendered(node: Path, template: Path, rendered_dir: Path) -> Path:
+    target = rendered_dir / node.name
+    if not target.exists():
+        _rerender.render_fresh(node, template, target)
     return target
 
 
-@contextmanager
-def committed_template() -> Iterator[Path]:
-    """The template as committed (a clone of HEAD), so others' uncommitted template work in a
-    shared checkout neither fails the comparison nor leaks into nodes/registry."""
-    if not (REPO / ".git").exists():
-        yield REPO
-        return
-    with tempfile.TemporaryDirectory(prefix="onex-template-") as tmp:
-        clone = Path(tmp) / "template"
-        subprocess.run(
-            ["git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(clone)],
-            check=True,
-            capture_output=True,
-        )
-        yield clone
-
-
-def rerender() -> None:
-    """Render nodes/registry again from the committed template; owner files are kept."""
-    pyproject = REGISTRY / "pyproject.toml"
-    match = OWN_DEPENDENCIES.search(pyproject.read_text())
-    own = match.group(0) if match else None
-    answers_file = REGISTRY / ".copier-answers.yml"
-    src_line = next(
-        (line for line in answers_file.read_text().splitlines() if line.startswith("_src_path:")),
-        None,
-    )
-    with committed_template() as template:
-        render_node(REGISTRY, answers(), template=template, vcs_ref="HEAD", overwrite=True)
-    if src_line is not None:
-        # Keep pointing at the template repository, not at the temporary clone.
-        text = answers_file.read_text()
-        answers_file.write_text(re.sub(r"(?m)^_src_path:.*$", lambda _: src_line, text))
-    if own is not None:
-        text = pyproject.read_text()
-        pyproject.write_text(OWN_DEPENDENCIES.sub(lambda _: own, text, count=1))
+def test_every_node_is_found() -> None:
+    assert REGISTRY in NODES
 
 
 def test_answers_are_the_registry_s() -> None:
-    given = answers()
+    given = _rerender.answers(REGISTRY)
     assert given["node_type"] == "effect"
     assert given["service_name"] == "onex-registry"
     assert given["node_name"] == "Registry"
     assert given["domain"] == "discovery"
 
 
-def test_no_drift_in_template_owned_files(rendered: Path) -> None:
-    package = "onex_registry"
-    owned_by_owner = owner_files(package)
-    ours, theirs = files(REGISTRY), files(rendered)
-    missing = sorted(set(theirs) - set(ours) - owned_by_owner)
-    extra = sorted(set(ours) - set(theirs) - owned_by_owner)
-    changed = sorted(
-        rel
-        for rel in set(ours) & set(theirs)
-        if rel not in owned_by_owner
-        and normalise(rel, ours[rel].read_text()) != normalise(rel, theirs[rel].read_text())
-    )
+@pytest.mark.parametrize("node", NODES, ids=[node.name for node in NODES])
+def test_no_drift_in_template_owned_files(node: Path, template: Path, rendered_dir: Path) -> None:
+    rendered = _rendered(node, template, rendered_dir)
+    drift = _rerender.drift(node, rendered, template)
     hint = (
-        "re-render nodes/registry from the template with its answers (README, 'Registry and "
-        "Consul') instead of editing template-owned files"
+        f"re-render nodes/{node.name} with `nox -s rerender` instead of editing "
+        "template-owned files"
     )
-    assert not missing, f"files the template renders but nodes/registry lacks: {missing}; {hint}"
-    assert not extra, f"files in nodes/registry the template does not render: {extra}; {hint}"
-    assert not changed, f"template-owned files that differ from the template: {changed}; {hint}"
+    assert not drift.missing, (
+        f"files the template renders but nodes/{node.name} lacks: {drift.missing}; {hint}"
+    )
+    assert not drift.extra, (
+        f"files in nodes/{node.name} the template does not render: {drift.extra}; {hint}"
+    )
+    assert not drift.changed, (
+        f"template-owned files that differ from the template: {drift.changed}; {hint}"
+    )
 
 
-def test_owner_logic_stays_in_owner_files(rendered: Path) -> None:
+def test_owner_logic_stays_in_owner_files(template: Path, rendered_dir: Path) -> None:
+    rendered = _rendered(REGISTRY, template, rendered_dir)
     # The template's handlers.py is only a starting point; ours must be the registry's.
     handlers = (REGISTRY / "onex_registry" / "handlers.py").read_text()
     assert "RegistryService" in handlers
+    owned = _rerender.owner_files(REGISTRY, rendered, template)
     for module in OWNER_MODULES:
         assert (REGISTRY / "onex_registry" / module).is_file()
         assert not (rendered / "onex_registry" / module).exists()
+        assert f"onex_registry/{module}" in owned
+    assert "onex_registry/handlers.py" in owned and "tests/test_handlers.py" in owned
 
 
-if __name__ == "__main__":
-    import sys
+def test_rerender_keeps_owner_files_and_dependency_lines(template: Path, tmp_path: Path) -> None:
+    node = tmp_path / "nodes" / "registry"
+    shutil.copytree(REGISTRY, node, ignore=shutil.ignore_patterns(*_rerender.IGNORED_PARTS))
+    pyproject = node / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace(
+            "# Your own dependencies go below this line.\n",
+            '# Your own dependencies go below this line.\n    "owner-only-dep>=1",\n',
+        )
+    )
+    (node / "start_node.py").write_text("# edited by hand\n")
+    before = {rel: p.read_bytes() for rel, p in _rerender.files(node).items()}
 
-    if sys.argv[1:] != ["--write"]:
-        sys.exit("usage: python tests/registry/test_registry_drift.py --write")
-    rerender()
-    print(f"re-rendered {REGISTRY}")
+    _rerender.rerender(node, template)
+
+    after = _rerender.files(node)
+    assert (node / "start_node.py").read_text() != "# edited by hand\n"
+    assert '"owner-only-dep>=1"' in pyproject.read_text()
+    for rel in ("onex_registry/handlers.py", "onex_registry/discovery.py"):
+        assert after[rel].read_bytes() == before[rel], rel
+    answers = (node / ".copier-answers.yml").read_text()
+    original = (REGISTRY / ".copier-answers.yml").read_text()
+    src = next(line for line in original.splitlines() if line.startswith("_src_path:"))
+    assert src in answers.splitlines()

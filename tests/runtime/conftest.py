@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
+from helpers import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,12 +41,6 @@ NODE_TYPES: dict[str, dict[str, Any]] = {
 
 # Group joins on Tansu take half the session timeout; real brokers are fine with defaults.
 FAST_GROUP_TIMINGS = {"KAFKA_SESSION_TIMEOUT_MS": "2000", "KAFKA_HEARTBEAT_INTERVAL_MS": "500"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def kafka_answers(bootstrap: str, timeout_s: float = 2.0) -> bool:

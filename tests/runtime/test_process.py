@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from helpers import free_port
 
-from .conftest import Broker, RenderedNode, free_port, render
+from .conftest import Broker, RenderedNode, render
 
 SLOW_HANDLER = '''
 import asyncio  # noqa: E402

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from _stage_helpers import git, tree_hashes
 
-import onex_scaffold.template_source
-from onex_scaffold.snapshot import SnapshotError, cache_dir, snapshot
+import onex_scaffold._template
+from onex_scaffold._snapshot import SnapshotError, cache_dir, snapshot
 from onex_scaffold.stage import generate_node
 
 MARK = "# bundled template changed\n"
@@ -26,7 +26,7 @@ def bundled(template_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     root = tmp_path / "bundled"
     shutil.copytree(template_repo, root, ignore=shutil.ignore_patterns(".git"))
     monkeypatch.setenv("ONEX_SCAFFOLD_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(onex_scaffold.template_source, "template_root", lambda: root)
+    monkeypatch.setattr(onex_scaffold._template, "template_root", lambda: root)
     return root
 
 
@@ -130,7 +130,7 @@ def test_unusable_cache_still_generates(
 _SNAPSHOT_IN_A_PROCESS = """
 import sys
 from pathlib import Path
-from onex_scaffold.snapshot import snapshot
+from onex_scaffold._snapshot import snapshot
 print(snapshot(Path(sys.argv[1]), "0.1.0")[1])
 """
 

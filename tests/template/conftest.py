@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import git
 
-from onex_scaffold.render import RenderedNode, render_node
+from onex_scaffold import RenderedNode, render_node
 
 TEMPLATE_PATHS = ["copier.yml", "template", "extensions"]
 
@@ -68,14 +69,6 @@ COMMON: dict[str, Any] = {
 }
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "slow: runs the generated project's own ruff/mypy/pytest or copier update "
-        "(deselect with -m 'not slow' for a quick run; nox -s tests runs them)",
-    )
-
-
 def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
     """Run a command; on failure show its whole output in the assertion."""
     result = subprocess.run(
@@ -86,10 +79,6 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
         f"{result.stdout}\n{result.stderr}"
     )
     return result.stdout + result.stderr
-
-
-def git(cwd: Path, *args: str) -> str:
-    return run(["git", *args], cwd)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from onex_scaffold.render import AnswerError, render_node
+from onex_scaffold import AnswerError, render_node
 
 VALID: dict[str, Any] = {
     "node_type": "effect",

@@ -11,7 +11,7 @@ import pytest
 from jinja2 import Environment, TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 
-from onex_scaffold.template_source import template_root
+from onex_scaffold import template_root
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pytest_copier.plugin import CopierFixture
 
-from onex_scaffold.template_source import naming
+from onex_scaffold import naming
 
 
 def test_context_derives_names_from_naming(copier: CopierFixture) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from onex_scaffold.render import RenderedNode
+from onex_scaffold import RenderedNode
 
 from .conftest import MAIN_VARIANTS, VARIANTS, project_env, run
 

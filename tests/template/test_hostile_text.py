@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from onex_scaffold.render import RenderedNode, read_answers, render_node
+from onex_scaffold import RenderedNode, read_answers, render_node
 
 from .conftest import project_env, run
 from .test_text_filters import text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from onex_scaffold.render import jinja_leftovers
+from onex_scaffold import jinja_leftovers
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from onex_scaffold.render import RenderedNode, render_node
+from onex_scaffold import RenderedNode, render_node
 
 from .conftest import project_env, run
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from onex_scaffold.cli import main
-from onex_scaffold.render import read_answers
+from onex_scaffold import read_answers
 
 
 def test_new_creates_project(copier_template: Path, tmp_path: Path) -> None:

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from onex_scaffold.render import RenderedNode
-from onex_scaffold.template_source import naming
+from onex_scaffold import RenderedNode, naming
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template"

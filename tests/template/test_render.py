@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from onex_scaffold.render import RenderedNode, jinja_leftovers, read_answers, template_version
-from onex_scaffold.template_source import naming
+from onex_scaffold import RenderedNode, jinja_leftovers, read_answers, template_version
+from onex_scaffold import naming
 
 from .conftest import COMMON, VARIANTS, project_env, run
 

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 from copier import run_update
 
-from onex_scaffold.render import leftovers, read_answers, render_node, update_node
-from onex_scaffold.template_source import naming
+from onex_scaffold import leftovers, read_answers, render_node, update_node
+from onex_scaffold import naming
 
-from .conftest import NEW_ENV_VARIABLE, NEW_HANDLERS_LINE, NEW_README_LINE, git, run
+from helpers import git
+
+from .conftest import NEW_ENV_VARIABLE, NEW_HANDLERS_LINE, NEW_README_LINE, run
 
 pytestmark = pytest.mark.slow
 

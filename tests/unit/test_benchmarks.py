@@ -7,16 +7,12 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-# benchmarks/ is a folder of the checkout, not part of the installed package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
+# benchmarks/ is a folder of the checkout (on pytest's pythonpath), not part of the package.
 from benchmarks import report
 from benchmarks.registry import HealthServer
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from onex_scaffold.cli.dev import register
 from onex_scaffold.devstack import procs
-from onex_scaffold.devstack.cli import register
 from onex_scaffold.devstack.stack import Stack
 
 

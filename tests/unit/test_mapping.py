@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from onex_scaffold.mapping import (
+from onex_scaffold import InvalidParsedData
+from onex_scaffold._mapping import (
     MAX_ACTIONS,
     MAX_TAGS,
-    InvalidParsedData,
     action_from_operation,
     map_parsed_data,
     safe_repr,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from onex_scaffold._exceptions import OnexError
 
-class DevStackError(Exception):
+
+class DevStackError(OnexError):
     """Base error: the message is shown to the user as one line, without a traceback."""
 
     exit_code = 1

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import yaml
 
+from onex_scaffold._template import template_root
 from onex_scaffold.devstack.base import LaunchPlan, Service, StartContext
 from onex_scaffold.devstack.consul import CONSUL_VAR
 from onex_scaffold.devstack.errors import MissingToolError
 from onex_scaffold.devstack.kafka import KAFKA_VAR
 from onex_scaffold.devstack.ports import choose_port
 from onex_scaffold.devstack.state import ServiceRecord
-from onex_scaffold.template_source import template_root
 
 REGISTRY_VAR = "ONEX_REGISTRY_URL"
 INSTANCE_ID = "dev"

@@ -1,0 +1,187 @@
+"""Render and update ONEX node projects with Copier: the one place that calls it.
+
+The Stage 4.5 API, ``onex-node new`` and the tests all go through
+``render_node`` / ``update_node`` so every copy is made the same way: absolute
+template path (a relative one is recorded in the answers file and breaks later
+updates), trusted extensions, no prompts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from onex_scaffold._exceptions import AnswerError, RenderError
+from onex_scaffold._template import template_root
+
+ANSWERS_FILE = ".copier-answers.yml"
+_CONFLICT_MARKERS = (b"<<<<<<< before updating", b">>>>>>> after updating")
+
+# Jinja syntax that rendering should have consumed: an expression closed on its line
+# (``{{ node_name }}``, ``{{ 7 * 6 }}``) or a statement tag (``{% if %}``). A bare ``{{``
+# is legal in generated Python (f-string braces such as ``f'{{"id": {x}}}'``, ``{{}}``),
+# so it is not a leftover by itself.
+_JINJA_LEFTOVER = re.compile(
+    r"(?<!\{)\{\{-?\s*[^\s\"'{}][^\n]*?\}\}"
+    r"|\{%-?\s*(?:if|elif|else|endif|for|endfor|set|endset|raw|endraw|macro|endmacro"
+    r"|include|import|from|block|endblock|extends|with|endwith|filter|endfilter|call"
+    r"|endcall|yield)\b"
+)
+
+
+def jinja_leftovers(text: str) -> list[str]:
+    """Unrendered Jinja expressions or tags in ``text`` (empty when there are none)."""
+    return [match.group(0) for match in _JINJA_LEFTOVER.finditer(text)]
+
+
+@dataclass(frozen=True)
+class RenderedNode:
+    path: Path
+    answers: dict[str, Any]
+
+    @property
+    def template_version(self) -> str | None:
+        """Template commit or tag the project was rendered from (``_commit``)."""
+        value = self.answers.get("_commit")
+        return str(value) if value is not None else None
+
+
+def _template_src(template: str | os.PathLike[str] | None) -> str:
+    if template is None:
+        return str(template_root())
+    text = os.fspath(template)
+    if "://" in text or text.startswith(("git@", "gh:", "gl:")):
+        return text
+    path = Path(text).expanduser().resolve()
+    if not (path / "copier.yml").is_file():
+        raise RenderError(f"{path} is not an ONEX template: it has no copier.yml")
+    return str(path)
+
+
+def render_node(
+    dst: str | os.PathLike[str],
+    data: Mapping[str, Any],
+    *,
+    template: str | os.PathLike[str] | None = None,
+    vcs_ref: str | None = None,
+    quiet: bool = True,
+    overwrite: bool = False,
+) -> RenderedNode:
+    """Create a node project in ``dst`` from ``data`` (answers by question name).
+
+    ``template``: a template folder or git URL (default: the bundled template).
+    ``vcs_ref``: tag/commit to use; ``"HEAD"`` includes uncommitted template work;
+    ``None`` takes the newest tag. Raises ``AnswerError`` for refused answers.
+    """
+    from copier import run_copy
+
+    destination = Path(dst).expanduser().resolve()
+    try:
+        run_copy(
+            _template_src(template),
+            destination,
+            data=dict(data),
+            vcs_ref=vcs_ref,
+            defaults=True,
+            unsafe=True,
+            quiet=quiet,
+            overwrite=overwrite,
+        )
+    except ValueError as error:
+        raise AnswerError(str(error)) from error
+    except RenderError:
+        raise
+    except Exception as error:
+        raise RenderError(f"copier copy into {destination} failed: {error}") from error
+    return RenderedNode(destination, read_answers(destination))
+
+
+def update_node(
+    project: str | os.PathLike[str],
+    *,
+    data: Mapping[str, Any] | None = None,
+    vcs_ref: str | None = None,
+    conflict: Literal["inline", "rej"] = "inline",
+    quiet: bool = True,
+) -> RenderedNode:
+    """``copier update`` a project (a clean git work tree) to ``vcs_ref`` or the newest tag.
+
+    Conflicts are left inline for the owner; ``leftovers`` lists them.
+    """
+    from copier import run_update
+
+    path = Path(project).expanduser().resolve()
+    try:
+        run_update(
+            path,
+            data=dict(data or {}),
+            vcs_ref=vcs_ref,
+            overwrite=True,
+            conflict=conflict,
+            defaults=True,
+            unsafe=True,
+            quiet=quiet,
+        )
+    except ValueError as error:
+        raise AnswerError(str(error)) from error
+    except Exception as error:
+        raise RenderError(
+            f"copier update of {path} failed: {error}. It needs a git repository with "
+            "everything committed (untracked files count as changes)."
+        ) from error
+    return RenderedNode(path, read_answers(path))
+
+
+def read_answers(project: str | os.PathLike[str]) -> dict[str, Any]:
+    """The answers Copier recorded in the project (``_commit``, ``_src_path`` included)."""
+    path = Path(project) / ANSWERS_FILE
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise RenderError(f"{path} is missing: {project} was not made from the template") from error
+    if not isinstance(loaded, dict):
+        raise RenderError(f"{path} is not a mapping of answers; restore it from git")
+    return loaded
+
+
+def template_version(project: str | os.PathLike[str]) -> str | None:
+    """Template version (tag or commit) recorded in the project's answers file."""
+    return RenderedNode(Path(project), read_answers(project)).template_version
+
+
+def leftovers(project: str | os.PathLike[str]) -> list[str]:
+    """Problems an update left behind: conflict markers, ``*.rej`` files, unmerged paths.
+
+    An empty list means the project can be committed as it is.
+    """
+    root = Path(project)
+    problems: list[str] = []
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if relative.parts[0] in {".git", ".venv", ".nox", ".mypy_cache", ".ruff_cache"}:
+            continue
+        if not path.is_file():
+            continue
+        if path.suffix == ".rej":
+            problems.append(f"{relative}: rejected hunks; apply them by hand and delete the file")
+            continue
+        with path.open("rb") as handle:
+            if any(line.rstrip() in _CONFLICT_MARKERS for line in handle):
+                problems.append(f"{relative}: unresolved conflict markers")
+    if (root / ".git").exists():
+        unmerged = subprocess.run(
+            ["git", "diff", "--name-only", "--diff-filter=U"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        problems.extend(f"{name}: unmerged in git" for name in unmerged)
+    return problems

@@ -1,0 +1,105 @@
+"""Where the Copier template lives, and the runtime modules it shares with us.
+
+In a checkout the template is the repository root (``copier.yml`` beside
+``src/``); in an installed wheel it ships as ``onex_scaffold/_template``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import uuid
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Protocol, cast
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+RUNTIME_DIR_IN_TEMPLATE = Path("template", "{{package_name}}", "runtime")
+
+
+@cache
+def template_root() -> Path:
+    """The folder holding ``copier.yml``: the checkout root, else the packaged copy."""
+    for candidate in (_PACKAGE_DIR.parents[1], _PACKAGE_DIR / "_template"):
+        if (candidate / "copier.yml").is_file() and (candidate / "template").is_dir():
+            return candidate
+    raise FileNotFoundError(
+        "the ONEX Copier template was not found next to onex_scaffold; "
+        "reinstall onex-node-template or pass --template"
+    )
+
+
+class NamingModule(Protocol):
+    """What the template's ``runtime/naming.py`` offers (it is loaded from the template
+    at run time, so its types are stated here; ``tests/unit`` checks both agree)."""
+
+    NODE_TYPES: tuple[str, ...]
+    TOPIC_NAMESPACE: str
+    RULES: dict[str, tuple[str, str]]
+    OUTCOMES: dict[str, tuple[str, ...]]
+    EVENT_NODE_INTROSPECTION: str
+    EVENT_NODE_HEARTBEAT: str
+    EVENT_NODE_SHUTDOWN: str
+    EVENT_INTROSPECTION_REQUESTED: str
+    EVENT_DEAD_LETTER: str
+
+    def check(self, rule: str, value: object) -> str: ...
+    def class_name(self, node_name: str, node_type: str) -> str: ...
+    def package_name(self, service_name: str) -> str: ...
+    def snake_case(self, text: str) -> str: ...
+    def kebab_case(self, text: str) -> str: ...
+    def node_id_for(self, service_name: str, instance_id: str) -> uuid.UUID: ...
+    def consul_service_id(self, service_name: str, node_id: uuid.UUID | str) -> str: ...
+    def consul_kv_key(self, node_id: uuid.UUID | str) -> str: ...
+    def node_event_type(self, domain: str, service_name: str, outcome: str) -> str: ...
+    def command_event_type(self, domain: str, service_name: str) -> str: ...
+    def topic(self, environment: str, kind: str, event: str, version: int = 1) -> str: ...
+    def introspection_topic(self, environment: str) -> str: ...
+    def heartbeat_topic(self, environment: str) -> str: ...
+    def shutdown_topic(self, environment: str) -> str: ...
+    def introspection_request_topic(self, environment: str) -> str: ...
+    def command_topic(self, environment: str, service_name: str) -> str: ...
+    def node_event_topic(self, environment: str, service_name: str, outcome: str) -> str: ...
+    def dead_letter_topic(self, source_topic: str) -> str: ...
+    def discovery_topics(self, environment: str) -> dict[str, str]: ...
+    def reducer_input_topic(self, environment: str, event_name: str) -> str: ...
+    def node_topics(
+        self,
+        environment: str,
+        service_name: str,
+        node_type: str,
+        input_events: Sequence[str] = (),
+    ) -> dict[str, str]: ...
+
+
+@cache
+def naming() -> NamingModule:
+    """The template's ``runtime/naming.py``: the one definition of names and topics."""
+    return cast(NamingModule, load_runtime_module("naming"))
+
+
+def load_runtime_module(name: str) -> ModuleType:
+    """Import ``template/{{package_name}}/runtime/<name>.py`` as ``onex_scaffold._runtime.<name>``.
+
+    Only stdlib-only runtime modules (``naming``) are meant to be loaded this way.
+    """
+    package = "onex_scaffold._runtime"
+    if package not in sys.modules:
+        spec = importlib.util.spec_from_loader(package, loader=None, is_package=True)
+        assert spec is not None
+        module = importlib.util.module_from_spec(spec)
+        module.__path__ = [str(template_root() / RUNTIME_DIR_IN_TEMPLATE)]
+        sys.modules[package] = module
+    qualified = f"{package}.{name}"
+    if qualified in sys.modules:
+        return sys.modules[qualified]
+    path = template_root() / RUNTIME_DIR_IN_TEMPLATE / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(qualified, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[qualified] = module
+    spec.loader.exec_module(module)
+    return module

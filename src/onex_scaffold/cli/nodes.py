@@ -1,0 +1,53 @@
+"""``onex-node nodes``: the ONEX nodes registered in Consul, as a table or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from typing import Any
+
+from onex_scaffold._fleet import DEFAULT_CONSUL, NodeRow, consul_address, list_nodes
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "nodes",
+        help="list the ONEX nodes registered in Consul",
+        description="List the ONEX nodes the registry put in Consul, with their health status.",
+    )
+    parser.add_argument("--service", metavar="S", help="only instances of this service")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--consul",
+        metavar="ADDR",
+        help="Consul HTTP address (default: CONSUL_HTTP_ADDR, the dev stack's Consul, "
+        f"or {DEFAULT_CONSUL})",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = list_nodes(consul_address(args.consul), args.service)  # ConsulQueryError: exit 2
+    if args.json:
+        print(json.dumps([asdict(r) for r in rows], indent=2))
+    else:
+        print(format_table(rows, args.service))
+    return 0
+
+
+def format_table(rows: list[NodeRow], service: str | None = None) -> str:
+    if not rows:
+        if service:
+            return f"no instance of {service} registered in Consul (try without --service)"
+        return "no ONEX nodes registered in Consul"
+    headers = ("SERVICE", "TYPE", "VERSION", "STATUS", "ADDRESS", "NODE ID")
+    table = [headers] + [
+        (r.service, r.node_type, r.version, r.status, r.address, r.node_id) for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in table
+    ]
+    return "\n".join(lines)

@@ -17,7 +17,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from . import naming
+from . import naming, provenance
 
 OffsetReset = Literal["earliest", "latest"]
 LogLevel = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
@@ -75,6 +75,8 @@ class NodeSettings(BaseSettings):
     #: Interface the HTTP server listens on: all (containers) by default.
     service_bind_host: str = "0.0.0.0"
     instance_id: str = ""
+    #: The template version the node was rendered from; empty: read from the answers file.
+    template_version: str = ""
 
     # Lifecycle
     log_level: LogLevel = "INFO"
@@ -111,6 +113,16 @@ class NodeSettings(BaseSettings):
         problem = naming.check("service_name", value)
         if problem:
             raise ValueError(f"SERVICE_NAME {problem}")
+        return value
+
+    @field_validator("template_version")
+    @classmethod
+    def _template_version(cls, value: str) -> str:
+        if value and not provenance.VERSION_PATTERN.fullmatch(value):
+            raise ValueError(
+                "TEMPLATE_VERSION must be a version tag or commit (letters, digits and "
+                "'._+-', at most 128 characters), or empty to read it from the answers file"
+            )
         return value
 
     @field_validator("kafka_environment")

@@ -17,13 +17,12 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from . import naming
+from . import naming, provenance
 from .config import NodeSettings
 from .consumer import ConsumedMessage, EventConsumer
 from .events import (
     HealthStatus,
     ModelIntrospectionRequest,
-    ModelNodeCapabilities,
     ModelNodeHeartbeatEvent,
     ModelNodeIntrospectionEvent,
     ModelNodeShutdownEvent,
@@ -166,6 +165,8 @@ class NodeBase:
         self.settings = settings or answers.load_settings()
         self.identity = NodeIdentity.from_answers(answers, self.settings)
         s = self.settings
+        #: The template version this node was rendered from (announced, in ``/health``).
+        self.template_version = provenance.template_version(s.template_version)
         self.metrics = Metrics(
             {
                 "service": s.service_name,
@@ -191,6 +192,7 @@ class NodeBase:
                 "request.timeout.ms": s.kafka_request_timeout_ms,
             },
             metrics=self.metrics,
+            environment=s.kafka_environment,
         )
         self.topics = naming.node_topics(
             s.kafka_environment, s.service_name, answers.node_type, self.input_events()
@@ -270,6 +272,7 @@ class NodeBase:
             "node_type": self.identity.node_type,
             "version": self.identity.version,
             "instance_id": self.identity.instance_id,
+            "template_version": self.template_version,
             "uptime_s": round(self.metrics.uptime_s, 3),
             "breaker": self.publisher.breaker.state.name.lower(),
             "active_operations": self.context.active_operations,
@@ -343,23 +346,23 @@ class NodeBase:
         self, correlation_id: uuid.UUID | None = None
     ) -> ModelNodeIntrospectionEvent:
         ident = self.identity
-        return ModelNodeIntrospectionEvent(
+        return ModelNodeIntrospectionEvent.create_from_node_info(
             node_id=ident.node_id,
-            node_name=ident.node_name,
+            node_name=naming.class_name(ident.node_name, ident.node_type),
+            version=ident.version,
             node_type=ident.node_type,
             service_name=ident.service_name,
             domain=ident.domain,
-            version=ident.version,
             instance_id=ident.instance_id,
-            description=ident.description,
-            capabilities=ModelNodeCapabilities(
-                actions=list(ident.actions),
-                protocols=list(self.answers.protocols),
-                metadata={**self.answers.metadata, **self.capability_metadata()},
-            ),
-            tags=list(ident.tags),
+            actions=ident.actions,
+            protocols=self.answers.protocols,
+            metadata={**self.answers.metadata, **self.capability_metadata()},
+            # No tags among the answers: the defaults, [domain, node_type, service_name].
+            tags=ident.tags or None,
             health_endpoint=self.health_endpoint,
-            correlation_id=correlation_id or uuid.uuid4(),
+            description=ident.description,
+            template_version=self.template_version,
+            correlation_id=correlation_id,
         )
 
     def capability_metadata(self) -> dict[str, str]:
@@ -378,7 +381,10 @@ class NodeBase:
         )
         self._announced = True
         self.log.info(
-            "announced %s (node_id %s)", self.identity.service_name, self.identity.node_id
+            "announced %s (node_id %s, template %s)",
+            self.identity.service_name,
+            self.identity.node_id,
+            self.template_version,
         )
 
     def _introspection_request_consumer(self) -> EventConsumer:

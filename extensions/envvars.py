@@ -169,6 +169,24 @@ def env_vars(answers: Mapping[str, Any]) -> list[dict[str, Any]]:
             "10.0",
             "Seconds to wait for the broker at start before running degraded",
         )
+        add(
+            g,
+            "KAFKA_CREATE_TOPICS",
+            True,
+            "Create the node's topics at start (false: the cluster's operators create them)",
+        )
+        add(
+            g,
+            "KAFKA_TOPIC_REPLICATION_FACTOR",
+            0,
+            "Replicas of the topics the node creates (0: min(3, brokers))",
+        )
+        add(
+            g,
+            "KAFKA_TOPIC_MIN_INSYNC_REPLICAS",
+            0,
+            "min.insync.replicas of the topics the node creates (0: min(2, replicas - 1), >= 1)",
+        )
         g = "Resilience"
         add(g, "PUBLISH_MAX_RETRIES", 3, "Retries of a failed publish")
         add(g, "PUBLISH_BACKOFF_S", "0.5", "First retry delay (doubles each retry)")

@@ -229,6 +229,21 @@ def event_topic(environment: str, event_type: str) -> str:
     return topic(environment, EVENT_KIND_TOPIC_KIND[kind], match["name"], int(match["version"]))
 
 
+#: Topic config of the compacted introspection topic (the durable registry snapshot):
+#: tombstones kept a day so every reader sees a node's removal, compaction without delay.
+COMPACTED_TOPIC_CONFIG: Final[dict[str, str]] = {
+    "cleanup.policy": "compact",
+    "delete.retention.ms": str(24 * 3600 * 1000),
+    "min.compaction.lag.ms": "0",
+    "segment.ms": str(3600 * 1000),
+}
+
+
+def topic_config(environment: str, name: str) -> dict[str, str]:
+    """Topic-level config a topic is created with, beyond replication (all others: none)."""
+    return dict(COMPACTED_TOPIC_CONFIG) if name == introspection_topic(environment) else {}
+
+
 def discovery_topics(environment: str) -> dict[str, str]:
     """All topics of the discovery protocol, by role."""
     return {

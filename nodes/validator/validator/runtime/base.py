@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from . import naming, provenance
+from . import kafka_logs, naming, provenance, topics
 from .config import NodeSettings
 from .consumer import ConsumedMessage, EventConsumer
 from .events import (
@@ -33,6 +33,9 @@ from .publisher import EventPublisher, PublishError
 from .resilience import BreakerState, CircuitBreaker, CircuitOpenError, backoff_delay
 
 log = logging.getLogger(__name__)
+
+#: While Kafka is unreachable at start, how often the node says it is still waiting.
+WAIT_REPORT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -165,17 +168,21 @@ class NodeBase:
         self.settings = settings or answers.load_settings()
         self.identity = NodeIdentity.from_answers(answers, self.settings)
         s = self.settings
+        if "log_level" in s.model_fields_set:
+            # LOG_LEVEL from .env too, not only from the process environment that
+            # start_node.py reads before any settings exist.
+            logging.getLogger().setLevel(s.log_level)
         #: The template version this node was rendered from (announced, in ``/health``).
         self.template_version = provenance.template_version(s.template_version)
         self.metrics = Metrics(
             {
                 "service": s.service_name,
                 "node_type": answers.node_type,
-                "instance": self.identity.instance_id,
+                "instance_id": self.identity.instance_id,
             }
         )
         kafka_common = s.kafka_common()
-        kafka_common["logger"] = logging.getLogger("librdkafka")
+        kafka_common["logger"] = kafka_logs.kafka_logger()
         self.kafka_config: dict[str, Any] = kafka_common
         self.publisher = EventPublisher(
             s.kafka_bootstrap_servers,
@@ -212,6 +219,8 @@ class NodeBase:
         self._shutdown_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._announced = False
+        #: The replication the node created its topics with (None until it did).
+        self.topic_replication: topics.Replication | None = None
         self.metrics.gauge(
             "onex_active_operations",
             "Operations in progress.",
@@ -317,15 +326,33 @@ class NodeBase:
 
     async def _connect_and_run(self) -> None:
         attempt = 0
+        loop = asyncio.get_running_loop()
+        began = reported = loop.time()
         while not await self.publisher.probe(timeout_s=2.0):
             attempt += 1
-            delay = backoff_delay(attempt, 0.5, 5.0)
+            # One clear line at first, then one every WAIT_REPORT_S, not one per retry.
+            if attempt == 1:
+                self.log.warning(
+                    "Kafka is not reachable at %s; retrying in the background, /health "
+                    "answers 503 until the node is connected",
+                    self.settings.kafka_bootstrap_servers,
+                )
+            elif loop.time() - reported >= WAIT_REPORT_S:
+                reported = loop.time()
+                self.log.warning(
+                    "still waiting for Kafka at %s (%.0fs, %d attempts)",
+                    self.settings.kafka_bootstrap_servers,
+                    reported - began,
+                    attempt,
+                )
+            await asyncio.sleep(backoff_delay(attempt, 0.5, 5.0))
+        if attempt:
             self.log.info(
-                "waiting for Kafka at %s (retry in %.1fs)",
+                "Kafka reachable at %s after %.1fs",
                 self.settings.kafka_bootstrap_servers,
-                delay,
+                loop.time() - began,
             )
-            await asyncio.sleep(delay)
+        await self._create_topics()
         attempt = 0
         while True:
             try:
@@ -341,6 +368,63 @@ class NodeBase:
         self.connected.set()
         self.context.spawn(self._heartbeat_loop(), name="heartbeat")
         self.context.spawn(self._probe_loop(), name="kafka-probe")
+
+    def topics_to_create(self) -> list[str]:
+        """The node's topics and their dead-letter topics."""
+        own = list(self.topics.values())
+        return own + [naming.dead_letter_topic(name) for name in own]
+
+    async def _create_topics(self) -> None:
+        """Create the node's topics with the configured replication; until that succeeds
+        the node does not announce itself (``/health`` says why)."""
+        s = self.settings
+        if not s.kafka_create_topics:
+            return
+        attempt = 0
+        while True:
+            try:
+                report = await asyncio.to_thread(
+                    topics.ensure_topics,
+                    self.kafka_config,
+                    self.topics_to_create(),
+                    replication_factor=s.kafka_topic_replication_factor,
+                    min_insync_replicas=s.kafka_topic_min_insync_replicas,
+                    configs={
+                        name: naming.topic_config(s.kafka_environment, name)
+                        for name in self.topics.values()
+                    },
+                )
+            except topics.TopicSetupError as exc:
+                attempt += 1
+                self.context.set_not_ready("topics", str(exc))
+                if attempt == 1:
+                    self.log.error("%s (retrying every 30s)", exc)
+                await asyncio.sleep(30.0 if attempt > 1 else 5.0)
+                continue
+            break
+        self.context.set_ready("topics")
+        self.topic_replication = report.replication
+        if report.created:
+            self.log.info(
+                "created %d topics (replication factor %d, min.insync.replicas %d)",
+                len(report.created),
+                report.replication.replication_factor,
+                report.replication.min_insync_replicas,
+            )
+        for name, replicas in report.under_replicated.items():
+            self.log.warning(
+                "topic %s exists with %d replica(s), fewer than the %d asked for; it is left "
+                "as it is (reassign its partitions to change that)",
+                name,
+                replicas,
+                report.replication.replication_factor,
+            )
+        if report.not_allowed:
+            self.log.warning(
+                "not allowed to create topics %s (ACLs): they must be created by the cluster's "
+                "operators",
+                ", ".join(report.not_allowed),
+            )
 
     def introspection_event(
         self, correlation_id: uuid.UUID | None = None

@@ -96,6 +96,8 @@ class PipelineStageService(Service):
             SERVICE_PORT=str(port),
             INSTANCE_ID=INSTANCE_ID,
             PYTHONUNBUFFERED="1",
+            # A killed stage's partitions move to a live instance within seconds, not 45 s.
+            KAFKA_SESSION_TIMEOUT_MS=os.environ.get("KAFKA_SESSION_TIMEOUT_MS", "6000"),
         )
         return LaunchPlan(
             argv=[sys.executable, "-m", "onex_scaffold.pipeline.launch", str(self._source)],

@@ -265,6 +265,7 @@ class PipelineClient:
             pending.result.duplicates += 1
             return
         pending.seen.add(key)
+        pending.result.sources.append(f"{envelope.source.service}/{envelope.source.instance_id}")
         name = events.EVENT_OF_KIND[payload.kind]
         if name == events.NODE_GENERATION_REQUESTED:
             return

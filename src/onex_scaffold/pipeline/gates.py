@@ -263,7 +263,11 @@ def run_gates(root: Path, level: str = "full") -> list[GateResult]:
 
 
 def score(results: list[GateResult]) -> float:
-    return float(sum(WEIGHTS[r.name] for r in results if r.passed and not r.skipped))
+    """Share of the gates that ran, weighted, 0-100 (skipped gates count for nothing)."""
+    ran = [r for r in results if not r.skipped]
+    total = sum(WEIGHTS[r.name] for r in ran)
+    passed = sum(WEIGHTS[r.name] for r in ran if r.passed)
+    return round(100.0 * passed / total, 1) if total else 0.0
 
 
 def fixable(results: list[GateResult]) -> bool:

@@ -37,6 +37,8 @@ class PipelineResult:
     #: Pipeline event names in the order they were seen (duplicates dropped).
     events: list[str] = field(default_factory=list)
     duplicates: int = 0
+    #: ``service/instance`` that published each event (on the bus only).
+    sources: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

@@ -298,7 +298,9 @@ def build_contract(event: IntelligenceGathered) -> ContractBuilt | NodeGeneratio
             problems = [
                 ProblemModel(field=p.field, rule=p.rule, value=p.value) for p in error.problems
             ]
-            raise _Failure(str(error), problems, invalid_input=True) from error
+            raise _Failure(
+                f"{len(problems)} problem(s) in the PRD's data", problems, invalid_input=True
+            ) from error
         record.gate("naming_rules", "pass", "parsed_data follows the naming rules")
         questions = _template_questions()
         unknown = sorted(set(extra) - questions)
@@ -397,7 +399,8 @@ def generate_code(event: ContractBuilt) -> CodeGenerated | NodeGenerationFailed:
                     ProblemModel(field=p["field"], rule=p["rule"], value=p.get("value"))
                     for p in stage.metadata.get("problems", [])
                 ]
-                raise _Failure(f"Stage 4.5: {stage.error}", problems, invalid_input=bool(problems))
+                reason = f"refused {len(problems)} answer(s)" if problems else stage.error
+                raise _Failure(f"Stage 4.5: {reason}", problems, invalid_input=bool(problems))
             node = archives.pack(folder)
         _check_size(node)
         record.gate(

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import free_port
 
-from .conftest import RenderedNode, free_port
+from .conftest import RenderedNode
 
 # -- librdkafka log throttling (pure) ---------------------------------------------------
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -32,11 +31,10 @@ from typing import Any, Final
 
 import yaml
 
-ANSWERS_FILE: Final = ".copier-answers.yml"
-#: Never compared: caches of tools run inside a node folder.
-IGNORED_PARTS: Final = frozenset(
-    {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".venv", ".nox", ".onex-dev"}
-)
+from onex_scaffold._answers import ANSWERS_FILE, read_answers, user_answers
+from onex_scaffold._files import relative_files
+from onex_scaffold._git import clone
+
 #: The owner's dependency lines in a node's pyproject.toml: below this marker, up to ``]``.
 OWN_DEPENDENCIES: Final = re.compile(
     r"(# Your own dependencies go below this line\.\n)(?:.*\n)*?(?=\])", re.MULTILINE
@@ -78,10 +76,7 @@ def node_folders(root: Path) -> list[Path]:
 
 def answers(node: Path) -> dict[str, Any]:
     """The node's recorded answers, without Copier's own ``_`` keys."""
-    loaded = yaml.safe_load((node / ANSWERS_FILE).read_text(encoding="utf-8"))
-    if not isinstance(loaded, dict):
-        raise ValueError(f"{node / ANSWERS_FILE} is not a mapping of answers")
-    return {k: v for k, v in loaded.items() if not str(k).startswith("_")}
+    return user_answers(read_answers(node))
 
 
 def package_of(node: Path) -> str:
@@ -98,22 +93,14 @@ def committed_template(root: Path) -> Iterator[Path]:
         yield root
         return
     with tempfile.TemporaryDirectory(prefix="onex-template-") as tmp:
-        clone = Path(tmp) / "template"
-        subprocess.run(
-            ["git", "clone", "--quiet", "--no-hardlinks", str(root), str(clone)],
-            check=True,
-            capture_output=True,
-        )
-        yield clone
+        checkout = Path(tmp) / "template"
+        clone(root, checkout)
+        yield checkout
 
 
 def files(root: Path) -> dict[str, Path]:
     """Files under ``root`` by POSIX relative path, tool caches left out."""
-    return {
-        p.relative_to(root).as_posix(): p
-        for p in root.rglob("*")
-        if p.is_file() and not IGNORED_PARTS & set(p.relative_to(root).parts)
-    }
+    return {rel: root / rel for rel in relative_files(root)}
 
 
 def owner_files(node: Path, rendered: Path, template: Path) -> set[str]:

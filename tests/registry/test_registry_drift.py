@@ -18,6 +18,7 @@ import pytest
 from helpers import REPO_ROOT
 
 from onex_scaffold import _rerender
+from onex_scaffold._files import SKIPPED_DIRS
 
 REGISTRY = REPO_ROOT / "nodes" / "registry"
 #: Modules the registry adds to its package: owner-owned, never rendered by the template.
@@ -90,7 +91,7 @@ def test_owner_logic_stays_in_owner_files(template: Path, rendered_dir: Path) ->
 
 def test_rerender_keeps_owner_files_and_dependency_lines(template: Path, tmp_path: Path) -> None:
     node = tmp_path / "nodes" / "registry"
-    shutil.copytree(REGISTRY, node, ignore=shutil.ignore_patterns(*_rerender.IGNORED_PARTS))
+    shutil.copytree(REGISTRY, node, ignore=shutil.ignore_patterns(*SKIPPED_DIRS))
     pyproject = node / "pyproject.toml"
     pyproject.write_text(
         pyproject.read_text().replace(

@@ -8,6 +8,9 @@ its committed answers; its owner files are its own:
 * every file in the node's package that the template does not produce (``discovery.py`` ...),
 * the dependency lines below the marker in ``pyproject.toml``.
 
+The nodes record the published template (:func:`onex_scaffold._template.published_source`)
+as ``_src_path``; the re-render passes the local checkout to Copier explicitly.
+
 ``python scripts/rerender_nodes.py`` (or ``nox -s rerender``) writes: it renders the
 committed template over each node, keeping owner files and dependency lines. With
 ``--check`` it writes nothing and lists the drift (exit 1). ``tests/registry/
@@ -31,7 +34,7 @@ from typing import Any, Final
 
 import yaml
 
-from onex_scaffold._answers import ANSWERS_FILE, read_answers, user_answers
+from onex_scaffold._answers import ANSWERS_FILE, read_answers, user_answers, write_src_path
 from onex_scaffold._files import relative_files
 from onex_scaffold._git import clone
 
@@ -156,28 +159,18 @@ def drift(node: Path, rendered: Path, template: Path) -> Drift:
 
 def rerender(node: Path, template: Path) -> None:
     """Render ``template`` over ``node``: template-owned files replaced, owner files and the
-    owner's dependency lines kept, ``_src_path`` left as recorded."""
+    owner's dependency lines kept. The node records the published template as its source
+    (``_src_path``), not the local checkout it was rendered from, so a plain ``copier
+    update`` of it works from any clone; ``_commit`` is the checkout's commit, which the
+    published repository has once it is pushed."""
     from onex_scaffold._render import render_node
+    from onex_scaffold._template import published_source
 
     pyproject = node / "pyproject.toml"
     match = OWN_DEPENDENCIES.search(pyproject.read_text(encoding="utf-8"))
     own = match.group(0) if match else None
-    answers_file = node / ANSWERS_FILE
-    src_line = next(
-        (
-            line
-            for line in answers_file.read_text(encoding="utf-8").splitlines()
-            if line.startswith("_src_path:")
-        ),
-        None,
-    )
     render_node(node, answers(node), template=template, vcs_ref="HEAD", overwrite=True)
-    if src_line is not None:
-        # The node keeps the source it recorded, not the temporary clone rendered here.
-        text = answers_file.read_text(encoding="utf-8")
-        answers_file.write_text(
-            re.sub(r"(?m)^_src_path:.*$", lambda _: src_line, text), encoding="utf-8"
-        )
+    write_src_path(node, published_source())
     if own is not None:
         text = pyproject.read_text(encoding="utf-8")
         pyproject.write_text(OWN_DEPENDENCIES.sub(lambda _: own, text, count=1), encoding="utf-8")

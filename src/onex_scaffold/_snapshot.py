@@ -29,7 +29,7 @@ from typing import Final
 
 from onex_scaffold._exceptions import SnapshotError
 from onex_scaffold._files import SKIPPED_DIRS
-from onex_scaffold._git import has_commit, run_git
+from onex_scaffold._git import GitError, git, has_commit, run_git
 from onex_scaffold._template import TEMPLATE_PARTS
 
 CACHE_ENV: Final = "ONEX_SCAFFOLD_CACHE"
@@ -49,13 +49,12 @@ def cache_dir() -> Path:
 
 
 def _git(repo: Path, *args: str) -> str:
-    result = run_git(repo, *args)
-    if result.returncode != 0:
+    try:
+        return git(repo, *args).strip()
+    except GitError as error:
         raise SnapshotError(
-            f"git {args[0]} failed in the template cache {repo}: {result.stderr.strip()}; "
-            f"delete that folder or point {CACHE_ENV} elsewhere"
-        )
-    return result.stdout.strip()
+            f"{error} (the template cache); delete that folder or point {CACHE_ENV} elsewhere"
+        ) from error
 
 
 def _source_files(root: Path) -> list[str]:

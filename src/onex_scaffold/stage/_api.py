@@ -38,7 +38,8 @@ async def stage_4_5_event_bus_integration(
     """
     # The whole job runs in one worker thread so that cancelling the caller never
     # leaves a staging folder behind: cleanup happens in that thread.
-    run = StageRun(
+    return await asyncio.to_thread(
+        generate_node,
         parsed_data,
         output_directory,
         generation_result=generation_result,
@@ -46,7 +47,6 @@ async def stage_4_5_event_bus_integration(
         vcs_ref=vcs_ref,
         extra_answers=extra_answers,
     )
-    return await asyncio.to_thread(run.run)
 
 
 def generate_node(

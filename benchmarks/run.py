@@ -28,7 +28,7 @@ if __package__ in (None, ""):
     # Run as a script: make ``benchmarks`` importable from the checkout.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import generation, nodes, publish, registry, report
+from benchmarks import generation, nodes, pipeline, publish, registry, report
 from benchmarks.stack import BenchStack, bench_stack
 from onex_scaffold import naming
 
@@ -190,6 +190,23 @@ class Run:
         )
         self.values["registry_nodes_per_s"] = result.nodes_per_s
 
+    def pipeline(self, stack: BenchStack) -> None:
+        samples, batch = (3, 4) if self.plan is QUICK else (5, 6)
+        result = pipeline.run(
+            stack.kafka, stack.consul_url, stack.environment, self.work / "pipeline", samples, batch
+        )
+        log(f"pipeline request (bus) samples: {samples_text(result.bus_s)}")
+        log(f"same stages in one process:     {samples_text(result.in_process_s)}")
+        for stage, values in result.stage_ms.items():
+            log(f"  {stage}: median {report.median(values):.0f} ms")
+        bus_s = report.median(result.bus_s)
+        self.values["pipeline_request_s"] = bus_s
+        self.values["pipeline_overhead_ratio"] = report.ratio(
+            bus_s, report.median(result.in_process_s)
+        )
+        self.values["pipeline_throughput_1_per_min"] = result.throughput_1_per_min
+        self.values["pipeline_throughput_2_per_min"] = result.throughput_2_per_min
+
     def _runtime_source(self) -> tuple[Path, str]:
         if not self.node_folders:
             raise RuntimeError("no generated node to take the runtime from (generation failed)")
@@ -229,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             run.attempt("startup and memory", lambda: run.startup(stack))
             run.attempt("publishing", lambda: run.publishing(stack))
             run.attempt("registry", lambda: run.registry(stack))
+            run.attempt("pipeline", lambda: run.pipeline(stack))
     except Exception as error:  # the stack itself could not be reached or started
         run.failures.append(f"stack: {error}")
         log(f"stack FAILED: {error}")

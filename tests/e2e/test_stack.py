@@ -173,7 +173,7 @@ def own_root(tmp_path: Path) -> Iterator[Path]:
 def test_up_twice_then_down_leaves_no_process(own_root: Path) -> None:
     stack = Stack(own_root)
     # The registry has its own end-to-end tests; these are about the services underneath it.
-    options = StackOptions(postgres=True, registry=False, use_environment=False)
+    options = StackOptions(postgres=True, registry=False, pipeline=False, use_environment=False)
     env = stack.up(options)
     assert set(env) == {"KAFKA_BOOTSTRAP_SERVERS", "CONSUL_HTTP_ADDR", "DATABASE_URL"}
     assert parse_env((own_root / ".onex-dev" / "env").read_text()) == env
@@ -195,7 +195,9 @@ def test_up_twice_then_down_leaves_no_process(own_root: Path) -> None:
 
 def test_restart_keeps_the_address_and_replaces_the_process(own_root: Path) -> None:
     stack = Stack(own_root)
-    env = stack.up(StackOptions(kafka="tansu", registry=False, use_environment=False))
+    env = stack.up(
+        StackOptions(kafka="tansu", registry=False, pipeline=False, use_environment=False)
+    )
     before = {s.name: s.pid for s in stack.status()}
     assert stack.restart("consul") == env
     after = {s.name: s.pid for s in stack.status()}
@@ -205,7 +207,16 @@ def test_restart_keeps_the_address_and_replaces_the_process(own_root: Path) -> N
 
 
 def test_cli_up_status_down_with_tansu(own_root: Path) -> None:
-    up = _cli("--root", str(own_root), "up", "--kafka", "tansu", "--ignore-env", "--no-registry")
+    up = _cli(
+        "--root",
+        str(own_root),
+        "up",
+        "--kafka",
+        "tansu",
+        "--ignore-env",
+        "--no-registry",
+        "--no-pipeline",
+    )
     assert up.returncode == 0, up.stderr
     assert "tansu" in up.stdout and "answering" in up.stdout
     status = _cli("--root", str(own_root), "status")
@@ -249,7 +260,8 @@ def test_a_service_that_does_not_answer_in_time_is_named_and_up_stops_what_it_st
 ) -> None:
     # Apache Kafka needs seconds to answer; half a second is never enough.
     result = _cli(
-        "--root", str(own_root), "up", "--ignore-env", "--no-registry", "--timeout", "0.5"
+        "--root", str(own_root), "up", "--ignore-env", "--no-registry", "--no-pipeline",
+        "--timeout", "0.5",
     )  # fmt: skip
     assert result.returncode == 1
     # Progress lines come first; the error is the one last line.
@@ -272,7 +284,7 @@ def test_up_uses_the_services_the_environment_names_and_starts_none(
         CONSUL_HTTP_ADDR=stack.consul_http_addr,
     )
     env.pop("DATABASE_URL", None)
-    up = _cli("--root", str(own_root), "up", "--no-registry", env=env)
+    up = _cli("--root", str(own_root), "up", "--no-registry", "--no-pipeline", env=env)
     assert up.returncode == 0, up.stderr
     assert "from the environment; starting none" in up.stderr
     assert _pids(own_root) == []

@@ -28,6 +28,10 @@ def test_json_has_exactly_the_issue_keys_in_order() -> None:
         "publish_ratio",
         "registry_nodes_per_s",
         "node_rss_mb",
+        "pipeline_request_s",
+        "pipeline_overhead_ratio",
+        "pipeline_throughput_1_per_min",
+        "pipeline_throughput_2_per_min",
     ]
     assert document["publish_ratio"] == 4.0
 

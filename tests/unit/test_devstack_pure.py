@@ -141,15 +141,27 @@ def test_with_database_replaces_only_the_path() -> None:
 
 def test_wanted_services_keeps_optional_services_already_running() -> None:
     empty = StackState()
-    base = StackOptions(registry=False)
+    base = StackOptions(registry=False, pipeline=False)
     assert wanted_services(base, empty) == ["kafka", "consul"]
-    assert wanted_services(StackOptions(postgres=True, registry=False), empty) == [
+    assert wanted_services(StackOptions(postgres=True, registry=False, pipeline=False), empty) == [
         "kafka",
         "consul",
         "postgres",
     ]
     running = StackState(services={"postgres": ServiceRecord(name="postgres", kind="postgres")})
     assert "postgres" in wanted_services(base, running)
+
+
+def test_the_pipeline_stages_start_by_default_after_kafka_and_consul() -> None:
+    from onex_scaffold.devstack.pipeline import PIPELINE_SERVICES
+    from onex_scaffold.devstack.stack import depends_on
+
+    wanted = wanted_services(StackOptions(), StackState())
+    assert wanted[-7:] == list(PIPELINE_SERVICES)
+    assert all(depends_on(name) == ("kafka", "consul") for name in PIPELINE_SERVICES)
+    assert not set(PIPELINE_SERVICES) & set(
+        wanted_services(StackOptions(pipeline=False), StackState())
+    )
 
 
 def test_build_service_remembers_the_kafka_kind() -> None:

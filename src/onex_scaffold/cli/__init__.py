@@ -23,6 +23,7 @@ _COMMANDS: dict[str, str] = {
     "generate": "onex_scaffold.cli.generate",
     "dev": "onex_scaffold.cli.dev",
     "nodes": "onex_scaffold.cli.nodes",
+    "pipeline": "onex_scaffold.cli.pipeline",
 }
 
 #: What ``onex-node`` exits with after Ctrl-C (128 + SIGINT, as shells do).

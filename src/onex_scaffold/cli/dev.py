@@ -45,6 +45,11 @@ def register(subparsers: Any) -> None:
     up.add_argument(
         "--no-registry", action="store_true", help="do not start the ONEX registry node"
     )
+    up.add_argument(
+        "--no-pipeline",
+        action="store_true",
+        help="do not start the seven stage nodes of the generation pipeline",
+    )
     up.add_argument("--kafka-port", type=int, default=None, help="broker port (default: free)")
     up.add_argument("--consul-port", type=int, default=None, help="HTTP port (default: free)")
     up.add_argument("--postgres-port", type=int, default=None, help="port (default: free)")
@@ -108,6 +113,7 @@ def _up(args: argparse.Namespace) -> int:
             kafka=args.kafka,
             postgres=args.postgres,
             registry=not args.no_registry,
+            pipeline=not args.no_pipeline,
             kafka_port=args.kafka_port,
             consul_port=args.consul_port,
             postgres_port=args.postgres_port,

@@ -23,13 +23,14 @@ from onex_scaffold.devstack.base import LaunchPlan, LogFn, Service, StartContext
 from onex_scaffold.devstack.consul import ConsulService
 from onex_scaffold.devstack.errors import DevStackError, ServiceStartError, UnknownServiceError
 from onex_scaffold.devstack.kafka import KafkaService
+from onex_scaffold.devstack.pipeline import PIPELINE_SERVICES, PipelineStageService
 from onex_scaffold.devstack.postgres import PostgresService
 from onex_scaffold.devstack.registry import RegistryService
 from onex_scaffold.devstack.state import ServiceRecord, StackState, StateStore, merged_env
 from onex_scaffold.devstack.tansu import TansuService
 
 DEV_DIR_NAME = ".onex-dev"
-SERVICE_ORDER: tuple[str, ...] = ("kafka", "consul", "postgres", "registry")
+SERVICE_ORDER: tuple[str, ...] = ("kafka", "consul", "postgres", "registry", *PIPELINE_SERVICES)
 
 KafkaKind = Literal["apache", "tansu"]
 
@@ -42,6 +43,8 @@ class StackOptions:
     postgres: bool = False
     # The ONEX registry (nodes/registry): Kafka introspection -> Consul.
     registry: bool = True
+    # The seven stage nodes of the generation pipeline (nodes/<stage>).
+    pipeline: bool = True
     kafka_port: int | None = None
     consul_port: int | None = None
     postgres_port: int | None = None
@@ -82,6 +85,8 @@ def build_service(name: str, options: StackOptions, previous: ServiceRecord | No
         return PostgresService(port=options.postgres_port)
     if name == "registry":
         return RegistryService()
+    if name in PIPELINE_SERVICES:
+        return PipelineStageService(name)
     raise UnknownServiceError(
         f"unknown service {name!r}; known services: {', '.join(SERVICE_ORDER)}"
     )
@@ -94,12 +99,15 @@ def wanted_services(options: StackOptions, state: StackState) -> list[str]:
         wanted.add("postgres")
     if options.registry or "registry" in state.services:
         wanted.add("registry")
+    for name in PIPELINE_SERVICES:
+        if options.pipeline or name in state.services:
+            wanted.add(name)
     return [name for name in SERVICE_ORDER if name in wanted]
 
 
 def depends_on(name: str) -> tuple[str, ...]:
     """Services that must answer before `name` starts (Kafka, Consul, PostgreSQL need none)."""
-    return ("kafka", "consul") if name == "registry" else ()
+    return ("kafka", "consul") if name == "registry" or name in PIPELINE_SERVICES else ()
 
 
 def _info(record: ServiceRecord) -> procs.ProcessInfo | None:

@@ -1,0 +1,552 @@
+"""What every node type shares: identity, context, lifecycle, announcement, heartbeat.
+
+``initialize()``: health server → resources and owner ``on_start`` → connect to
+Kafka (in the background if it is absent, with ``/health`` saying why) → publish
+the introspection event and await the broker's confirmation → consumers,
+heartbeat, broker probe. ``shutdown()`` (bounded by ``SHUTDOWN_GRACE_S``): stop
+intake → finish in-flight work and commit → owner ``on_stop`` → shutdown event
+and introspection tombstone → flush → close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from . import naming
+from .config import NodeSettings
+from .consumer import ConsumedMessage, EventConsumer
+from .events import (
+    HealthStatus,
+    ModelIntrospectionRequest,
+    ModelNodeCapabilities,
+    ModelNodeHeartbeatEvent,
+    ModelNodeIntrospectionEvent,
+    ModelNodeShutdownEvent,
+)
+from .health import HealthServer
+from .metrics import Metrics
+from .publisher import EventPublisher, PublishError
+from .resilience import BreakerState, CircuitBreaker, CircuitOpenError, backoff_delay
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodeAnswers:
+    """The generation-time answers ``node.py`` bakes in; the environment may override the
+    deployment-specific ones (service name, version, port, Kafka address, environment)."""
+
+    node_name: str
+    node_type: naming.NodeType
+    service_name: str
+    domain: str
+    version: str
+    description: str = ""
+    actions: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    http_port: int = 8000
+    kafka_bootstrap_servers: str = "localhost:9092"
+    kafka_environment: str = "dev"
+    protocols: tuple[str, ...] = ("kafka", "http")
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    settings_defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    def load_settings(self, **overrides: Any) -> NodeSettings:
+        """Settings from the environment, falling back to these answers."""
+        defaults: dict[str, Any] = {
+            "service_name": self.service_name,
+            "service_version": self.version,
+            "service_port": self.http_port,
+            "kafka_bootstrap_servers": self.kafka_bootstrap_servers,
+            "kafka_environment": self.kafka_environment,
+            **self.settings_defaults,
+            **overrides,
+        }
+        return NodeSettings(**defaults)
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    node_id: uuid.UUID
+    node_name: str
+    node_type: naming.NodeType
+    service_name: str
+    domain: str
+    version: str
+    instance_id: str
+    description: str
+    actions: tuple[str, ...]
+    tags: tuple[str, ...]
+
+    @classmethod
+    def from_answers(cls, answers: NodeAnswers, settings: NodeSettings) -> NodeIdentity:
+        instance_id = settings.effective_instance_id
+        return cls(
+            node_id=naming.node_id_for(settings.service_name, instance_id),
+            node_name=answers.node_name,
+            node_type=answers.node_type,
+            service_name=settings.service_name,
+            domain=answers.domain,
+            version=settings.service_version,
+            instance_id=instance_id,
+            description=answers.description,
+            actions=answers.actions,
+            tags=answers.tags,
+        )
+
+
+class NodeContext:
+    """What owner code gets: identity, settings, publisher, logger, topics, resources,
+    owned background tasks (``spawn``) and readiness reasons for ``/health``."""
+
+    def __init__(
+        self,
+        identity: NodeIdentity,
+        settings: NodeSettings,
+        publisher: EventPublisher,
+        metrics: Metrics,
+        topics: dict[str, str],
+    ) -> None:
+        self.identity = identity
+        self.settings = settings
+        self.publisher = publisher
+        self.metrics = metrics
+        self.topics = topics
+        self.logger = logging.getLogger(f"onex.{identity.service_name}")
+        self.resources: dict[str, Any] = {}
+        self.not_ready: dict[str, str] = {}
+        self.active_operations = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def environment(self) -> str:
+        return self.settings.kafka_environment
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
+        """Start a background task the node owns: cancelled and awaited on shutdown; a crash is logged."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.logger.error(
+                "background task %s failed", task.get_name(), exc_info=task.exception()
+            )
+
+    def set_not_ready(self, key: str, reason: str) -> None:
+        """Make ``/health`` answer 503 with ``reason`` until ``set_ready(key)``."""
+        self.not_ready[key] = reason
+
+    def set_ready(self, key: str) -> None:
+        self.not_ready.pop(key, None)
+
+    async def cancel_tasks(self, timeout_s: float) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=max(0.1, timeout_s))
+
+
+class NodeBase:
+    """Lifecycle shared by the four node types; subclasses add their consumers and hooks."""
+
+    node_type: ClassVar[naming.NodeType]
+
+    def __init__(self, answers: NodeAnswers, settings: NodeSettings | None = None) -> None:
+        self.answers = answers
+        self.settings = settings or answers.load_settings()
+        self.identity = NodeIdentity.from_answers(answers, self.settings)
+        s = self.settings
+        self.metrics = Metrics(
+            {
+                "service": s.service_name,
+                "node_type": answers.node_type,
+                "instance": self.identity.instance_id,
+            }
+        )
+        kafka_common = s.kafka_common()
+        kafka_common["logger"] = logging.getLogger("librdkafka")
+        self.kafka_config: dict[str, Any] = kafka_common
+        self.publisher = EventPublisher(
+            s.kafka_bootstrap_servers,
+            s.service_name,
+            self.identity.instance_id,
+            max_retries=s.publish_max_retries,
+            enable_dlq=s.enable_dlq,
+            backoff_s=s.publish_backoff_s,
+            backoff_max_s=s.publish_backoff_max_s,
+            breaker=CircuitBreaker(s.breaker_failure_threshold, s.breaker_reset_s),
+            delivery_timeout_ms=s.kafka_delivery_timeout_ms,
+            producer_config={
+                **{k: v for k, v in kafka_common.items() if k != "bootstrap.servers"},
+                "request.timeout.ms": s.kafka_request_timeout_ms,
+            },
+            metrics=self.metrics,
+        )
+        self.topics = naming.node_topics(
+            s.kafka_environment, s.service_name, answers.node_type, self.input_events()
+        )
+        self.context = NodeContext(self.identity, s, self.publisher, self.metrics, self.topics)
+        self.health = HealthServer(
+            s.service_bind_host,
+            s.service_port,
+            reasons=self.readiness_reasons,
+            details=self.health_details,
+            metrics=self.metrics.render,
+        )
+        self.consumers: list[EventConsumer] = []
+        self.log = logging.getLogger(f"onex.{s.service_name}")
+        self.connected = asyncio.Event()
+        self._initialized = False
+        self._shutdown_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._announced = False
+        self.metrics.gauge(
+            "onex_active_operations",
+            "Operations in progress.",
+            lambda: self.context.active_operations,
+        )
+        self.metrics.gauge(
+            "onex_ready",
+            "1 when /health answers 200.",
+            lambda: 0.0 if self.readiness_reasons() else 1.0,
+        )
+
+    # -- hooks for node types ----------------------------------------------------
+
+    def input_events(self) -> tuple[str, ...]:
+        return ()
+
+    async def open_resources(self) -> None:
+        """Open pools and stores before Kafka work starts (type-specific)."""
+
+    async def start_consumers(self) -> None:
+        """Create and start this node type's consumers (append them to ``self.consumers``)."""
+
+    async def before_close(self, timeout_s: float) -> None:
+        """After intake stopped and in-flight work finished, before consumers close (reducer flush)."""
+
+    async def on_start(self) -> None:
+        """Owner's start hook."""
+
+    async def on_stop(self) -> None:
+        """Owner's stop hook."""
+
+    async def close_resources(self) -> None:
+        """Close what ``open_resources`` opened."""
+
+    # -- health ------------------------------------------------------------------
+
+    def readiness_reasons(self) -> list[str]:
+        reasons: list[str] = []
+        if self._stopping:
+            reasons.append("shutting down")
+        elif not self._initialized:
+            reasons.append("not started")
+        if not self.connected.is_set() or self.publisher.broker_down:
+            reasons.append(f"kafka broker unreachable at {self.settings.kafka_bootstrap_servers}")
+        state = self.publisher.breaker.state
+        if state is not BreakerState.CLOSED:
+            reasons.append(f"publisher circuit breaker {state.name.lower().replace('_', '-')}")
+        for consumer in self.consumers:
+            if consumer.failed is not None:
+                reasons.append(f"consumer {consumer.name} stopped: {consumer.failed}")
+        reasons.extend(self.context.not_ready.values())
+        return reasons
+
+    def health_details(self) -> dict[str, Any]:
+        return {
+            "node_id": str(self.identity.node_id),
+            "service": self.identity.service_name,
+            "node_type": self.identity.node_type,
+            "version": self.identity.version,
+            "instance_id": self.identity.instance_id,
+            "uptime_s": round(self.metrics.uptime_s, 3),
+            "breaker": self.publisher.breaker.state.name.lower(),
+            "active_operations": self.context.active_operations,
+        }
+
+    @property
+    def health_endpoint(self) -> str:
+        s = self.settings
+        port = self.health.bound_port if s.service_port == 0 else s.service_port
+        host = s.service_host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{port}/health"
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def initialize(self) -> None:
+        """Start the node. Returns once announced, or after ``KAFKA_CONNECT_WAIT_S`` while the
+        broker is absent (connection then continues in the background; ``/health`` says 503)."""
+        if self._initialized:
+            return
+        self._initialized = True
+        try:
+            await self.health.start()
+            await self.open_resources()
+            await self.on_start()
+        except BaseException:
+            # Leave nothing running behind a failed start (the caller exits or retries).
+            self._initialized = False
+            await self.close_resources()
+            await self.health.stop()
+            raise
+        self.context.spawn(self._connect_and_run(), name="kafka-connect")
+        try:
+            await asyncio.wait_for(self.connected.wait(), self.settings.kafka_connect_wait_s)
+        except TimeoutError:
+            self.log.warning(
+                "Kafka is not reachable at %s yet; the node keeps retrying in the background "
+                "and /health answers 503 until it has announced itself",
+                self.settings.kafka_bootstrap_servers,
+            )
+
+    async def _connect_and_run(self) -> None:
+        attempt = 0
+        while not await self.publisher.probe(timeout_s=2.0):
+            attempt += 1
+            delay = backoff_delay(attempt, 0.5, 5.0)
+            self.log.info(
+                "waiting for Kafka at %s (retry in %.1fs)",
+                self.settings.kafka_bootstrap_servers,
+                delay,
+            )
+            await asyncio.sleep(delay)
+        attempt = 0
+        while True:
+            try:
+                await self.announce()
+                break
+            except (PublishError, CircuitOpenError) as exc:
+                attempt += 1
+                self.log.warning("introspection not confirmed yet: %s", exc)
+                await asyncio.sleep(backoff_delay(attempt, 0.5, 5.0))
+        await self.start_consumers()
+        self.consumers.append(self._introspection_request_consumer())
+        await self.consumers[-1].start()
+        self.connected.set()
+        self.context.spawn(self._heartbeat_loop(), name="heartbeat")
+        self.context.spawn(self._probe_loop(), name="kafka-probe")
+
+    def introspection_event(
+        self, correlation_id: uuid.UUID | None = None
+    ) -> ModelNodeIntrospectionEvent:
+        ident = self.identity
+        return ModelNodeIntrospectionEvent(
+            node_id=ident.node_id,
+            node_name=ident.node_name,
+            node_type=ident.node_type,
+            service_name=ident.service_name,
+            domain=ident.domain,
+            version=ident.version,
+            instance_id=ident.instance_id,
+            description=ident.description,
+            capabilities=ModelNodeCapabilities(
+                actions=list(ident.actions),
+                protocols=list(self.answers.protocols),
+                metadata={**self.answers.metadata, **self.capability_metadata()},
+            ),
+            tags=list(ident.tags),
+            health_endpoint=self.health_endpoint,
+            correlation_id=correlation_id or uuid.uuid4(),
+        )
+
+    def capability_metadata(self) -> dict[str, str]:
+        return {"class_name": naming.class_name(self.identity.node_name, self.identity.node_type)}
+
+    async def announce(self, correlation_id: uuid.UUID | None = None) -> None:
+        """Publish the introspection event keyed by node_id and await the broker's confirmation."""
+        event = self.introspection_event(correlation_id)
+        await self.publisher.publish(
+            naming.EVENT_NODE_INTROSPECTION,
+            event.model_dump(mode="json"),
+            correlation_id=event.correlation_id,
+            topic=naming.introspection_topic(self.settings.kafka_environment),
+            key=str(self.identity.node_id),
+            dead_letter=False,
+        )
+        self._announced = True
+        self.log.info(
+            "announced %s (node_id %s)", self.identity.service_name, self.identity.node_id
+        )
+
+    def _introspection_request_consumer(self) -> EventConsumer:
+        s = self.settings
+
+        async def on_request(message: ConsumedMessage) -> None:
+            assert message.envelope is not None
+            request = ModelIntrospectionRequest.model_validate(message.envelope.payload)
+            if request.service_name in (None, self.identity.service_name):
+                await self.announce(correlation_id=message.envelope.correlation_id)
+
+        # Every instance must see every request: one group per node id, starting at the end.
+        return EventConsumer(
+            name="introspection-requests",
+            topics=[naming.introspection_request_topic(s.kafka_environment)],
+            group_id=f"{s.consumer_group}.introspection.{self.identity.node_id}",
+            handler=on_request,
+            publisher=self.publisher,
+            kafka_config={**self.kafka_config, **s.consumer_timings()},
+            metrics=self.metrics,
+            max_retries=1,
+            auto_offset_reset="latest",
+        )
+
+    def consumer(
+        self,
+        name: str,
+        topics: list[str],
+        handler: Callable[[ConsumedMessage], Awaitable[None]],
+        **options: Any,
+    ) -> EventConsumer:
+        """A consumer in this node's group with the node's settings."""
+        s = self.settings
+        return EventConsumer(
+            name=name,
+            topics=topics,
+            group_id=s.consumer_group,
+            handler=handler,
+            publisher=self.publisher,
+            kafka_config={**self.kafka_config, **s.consumer_timings()},
+            metrics=self.metrics,
+            max_retries=s.handler_max_retries,
+            backoff_s=s.handler_backoff_s,
+            batch_size=s.consumer_batch_size,
+            auto_offset_reset=s.kafka_auto_offset_reset,
+            **options,
+        )
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval_s)
+            await self.heartbeat()
+
+    async def heartbeat(self) -> None:
+        reasons = self.readiness_reasons()
+        status: HealthStatus = (
+            "healthy" if not reasons else "degraded" if self.connected.is_set() else "unhealthy"
+        )
+        event = ModelNodeHeartbeatEvent(
+            node_id=self.identity.node_id,
+            service_name=self.identity.service_name,
+            instance_id=self.identity.instance_id,
+            status=status,
+            uptime_s=self.metrics.uptime_s,
+            active_operations=self.context.active_operations,
+            reasons=reasons,
+        )
+        try:
+            await self.publisher.publish(
+                naming.EVENT_NODE_HEARTBEAT,
+                event.model_dump(mode="json"),
+                topic=naming.heartbeat_topic(self.settings.kafka_environment),
+                key=str(self.identity.node_id),
+                dead_letter=False,
+            )
+        except PublishError as exc:
+            self.log.warning("heartbeat not delivered: %s", exc)
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.kafka_probe_interval_s)
+            await self.publisher.probe(timeout_s=min(3.0, self.settings.kafka_probe_interval_s))
+
+    async def publish_reliably(self, publish: Callable[[], Awaitable[Any]]) -> None:
+        """Publish a result: retry while the broker is unavailable; a dead-lettered result
+        counts as delivered. While stopping, give up so the input stays uncommitted."""
+        attempt = 0
+        while True:
+            try:
+                await publish()
+                return
+            except PublishError as exc:
+                if exc.dead_lettered:
+                    return
+                if self._stopping:
+                    raise
+                attempt += 1
+                await asyncio.sleep(backoff_delay(attempt, 0.5, 5.0))
+
+    async def shutdown(self) -> None:
+        """Stop gracefully within ``SHUTDOWN_GRACE_S``; safe to call more than once."""
+        if not self._initialized:
+            return
+        if self._shutdown_task is None:
+            self._shutdown_task = asyncio.create_task(self._shutdown(), name="node-shutdown")
+        await asyncio.shield(self._shutdown_task)
+
+    async def _shutdown(self) -> None:
+        self._stopping = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_grace_s
+
+        def left(share: float = 1.0) -> float:
+            return max(0.1, (deadline - loop.time()) * share)
+
+        if not self.connected.is_set():
+            # Still connecting: stop that first so no consumer starts behind our back.
+            await self.context.cancel_tasks(left(0.1))
+
+        # 1. stop intake, finish in-flight work, commit what is done
+        await asyncio.gather(*(c.drain(left(0.5)) for c in self.consumers), return_exceptions=True)
+        try:
+            await asyncio.wait_for(self.before_close(left(0.5)), left(0.5))
+        except Exception:
+            self.log.exception("flushing pending work on shutdown failed")
+        # 2. no more background work
+        await self.context.cancel_tasks(left(0.2))
+        await asyncio.gather(*(c.close() for c in self.consumers), return_exceptions=True)
+        try:
+            await asyncio.wait_for(self.on_stop(), left(0.3))
+        except Exception:
+            self.log.exception("on_stop failed")
+        # 3. tell the registry, then flush
+        if self.connected.is_set() and not self.publisher.closed:
+            try:
+                await asyncio.wait_for(self._publish_goodbye(), left(0.5))
+            except (TimeoutError, PublishError, CircuitOpenError) as exc:
+                self.log.warning("shutdown event not confirmed: %s", exc)
+            except Exception:
+                self.log.exception("shutdown event failed")
+        await self.publisher.close(left(0.8))
+        try:
+            await self.close_resources()
+        finally:
+            await self.health.stop()
+        self.log.info("%s stopped", self.identity.service_name)
+
+    async def _publish_goodbye(self) -> None:
+        env = self.settings.kafka_environment
+        event = ModelNodeShutdownEvent(
+            node_id=self.identity.node_id,
+            service_name=self.identity.service_name,
+            instance_id=self.identity.instance_id,
+        )
+        key = str(self.identity.node_id)
+        await self.publisher.publish(
+            naming.EVENT_NODE_SHUTDOWN,
+            event.model_dump(mode="json"),
+            topic=naming.shutdown_topic(env),
+            key=key,
+            dead_letter=False,
+        )
+        # Remove this node from the compacted introspection snapshot.
+        await self.publisher.publish_tombstone(naming.introspection_topic(env), key)
+
+    async def __aenter__(self) -> NodeBase:
+        await self.initialize()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()

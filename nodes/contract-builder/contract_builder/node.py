@@ -1,0 +1,44 @@
+"""NodeContractBuilderCompute: wires the answers given at generation time into the runtime.
+
+Template-owned: `copier update` refreshes this file. Business logic lives in
+handlers.py; every deployment setting can be overridden by environment variables
+(runtime/config.py).
+"""
+
+from __future__ import annotations
+
+from . import handlers
+from .runtime.base import NodeAnswers
+from .runtime.compute import ComputeNode
+from .runtime.config import NodeSettings
+
+ANSWERS = NodeAnswers(
+    node_name="ContractBuilder",
+    node_type="compute",
+    service_name="contract-builder",
+    domain="generation",
+    version="0.1.0",
+    description="Stage 3 of the generation pipeline: builds the node's contract and Copier answers under the naming rules.",
+    actions=("build_contract",),
+    tags=(
+        "pipeline",
+        "generation",
+    ),
+    http_port=8103,
+    kafka_bootstrap_servers="127.0.0.1:9092",
+    kafka_environment="dev",
+)
+
+
+class NodeContractBuilderCompute(
+    ComputeNode,
+):
+    """The contract-builder compute node: ``handlers.execute_compute`` in-process and over HTTP."""
+
+    def __init__(self, settings: NodeSettings | None = None) -> None:
+        super().__init__(
+            ANSWERS,
+            handlers.execute_compute,
+            settings,
+            event_bus_enabled=True,
+        )

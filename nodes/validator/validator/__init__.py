@@ -1,0 +1,5 @@
+"""NodeValidatorCompute: the ONEX compute node of the validator service."""
+
+from .node import NodeValidatorCompute
+
+__all__ = ["NodeValidatorCompute"]

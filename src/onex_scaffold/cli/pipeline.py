@@ -1,0 +1,168 @@
+"""``onex-node pipeline request``: send a PRD through the running pipeline.
+
+Exit codes: 0 completed; 2 invalid PRD (the problems listed); 1 failed or timed out (the
+stage it was waiting for named).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from onex_scaffold.pipeline import events
+
+_INVALID_INPUT = 2
+_FAILED = 1
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "pipeline",
+        help="generate nodes through the event-driven pipeline (seven stage nodes on Kafka)",
+        description="The generation pipeline as seven ONEX nodes on the event bus.",
+    )
+    commands = parser.add_subparsers(dest="pipeline_command", required=True, metavar="COMMAND")
+    request = commands.add_parser(
+        "request",
+        help="send a PRD through the running pipeline and wait for the node",
+        description=(
+            "Publish NODE_GENERATION_REQUESTED for the PRD (Markdown, parsed_data JSON/YAML, "
+            "or prose), follow the stages and print where the node is. An --out folder that "
+            "already holds a node from the template is updated."
+        ),
+    )
+    request.add_argument("--prd", required=True, type=Path, metavar="FILE", help="the PRD")
+    request.add_argument("--out", required=True, type=Path, metavar="DIR", help="node folder")
+    request.add_argument("--json", action="store_true", help="print the result as JSON")
+    request.add_argument(
+        "--timeout", type=float, default=120.0, metavar="S", help="seconds to wait (120)"
+    )
+    request.add_argument(
+        "--bootstrap-servers",
+        metavar="HOST:PORT",
+        help="Kafka (default: $KAFKA_BOOTSTRAP_SERVERS, else the dev stack's)",
+    )
+    request.add_argument(
+        "--environment", metavar="ENV", help="topic prefix (default: $KAFKA_ENVIRONMENT or dev)"
+    )
+    request.add_argument("--template", metavar="SRC", help="template path or git URL")
+    request.add_argument("--vcs-ref", metavar="REF", help="template git ref")
+    request.add_argument(
+        "--fast",
+        action="store_true",
+        help="validate with parse, ruff and ruff format only (skip mypy and the node's tests)",
+    )
+    request.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the seven stages in this process instead of on the bus (no Kafka needed)",
+    )
+    request.set_defaults(func=run_request)
+
+
+class _Progress:
+    """One line per stage; on a terminal the line of the stage in progress is redrawn."""
+
+    def __init__(self, stream: TextIO, live: bool) -> None:
+        self.stream = stream
+        self.live = live
+        self.started = time.perf_counter()
+        self.shown = 0
+
+    def __call__(self, name: str, payload: Any) -> None:
+        elapsed = time.perf_counter() - self.started
+        stages = list(getattr(payload, "stages", []) or [])
+        for record in stages[self.shown :]:
+            gates = [g for g in record.validation_gates if g.status == "fail"]
+            detail = f" ({gates[0].name}: {gates[0].message})" if gates else ""
+            line = (
+                f"{record.stage_name:<22} {record.status:<9} {record.duration_ms or 0:>6} ms"
+                f"{detail[:120]}"
+            )
+            self._line(line, final=True)
+        self.shown = max(self.shown, len(stages))
+        if self.live and name not in (
+            events.NODE_GENERATION_COMPLETED,
+            events.NODE_GENERATION_FAILED,
+        ):
+            self._line(f"{name} ... {elapsed:5.1f} s", final=False)
+
+    def _line(self, text: str, final: bool) -> None:
+        if self.live:
+            self.stream.write("\r\033[K" + text + ("\n" if final else ""))
+        elif final:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.live:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def run_request(args: argparse.Namespace) -> int:
+    from onex_scaffold.pipeline.client import PipelineTimeout, request_node
+    from onex_scaffold.pipeline.runner import PipelineResult, make_request, run_in_process
+
+    try:
+        prd = args.prd.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        print(f"error: cannot read {args.prd}: {error}", file=sys.stderr)
+        return _INVALID_INPUT
+    progress = _Progress(sys.stderr, sys.stderr.isatty() and not args.json)
+    validation = "fast" if args.fast else "full"
+    try:
+        result: PipelineResult
+        if args.in_process:
+            request = make_request(
+                prd, args.out, prd_name=args.prd.name, template=args.template,
+                vcs_ref=args.vcs_ref, validation=validation,
+            )  # fmt: skip
+            result = run_in_process(request)
+            progress("", result.completed or result.failure)
+        else:
+            result = asyncio.run(
+                request_node(
+                    prd,
+                    args.out,
+                    bootstrap_servers=args.bootstrap_servers,
+                    environment=args.environment,
+                    prd_name=args.prd.name,
+                    template=args.template,
+                    vcs_ref=args.vcs_ref,
+                    validation=validation,
+                    timeout_s=args.timeout,
+                    progress=progress,
+                )
+            )
+    except PipelineTimeout as error:
+        progress.close()
+        print(f"error: {error}", file=sys.stderr)
+        return _FAILED
+    except (RuntimeError, OSError) as error:
+        progress.close()
+        print(f"error: {error}", file=sys.stderr)
+        return _FAILED
+    progress.close()
+    if args.json:
+        print(json.dumps(result.summary(), indent=2))
+    if result.completed is not None:
+        done = result.completed
+        if not args.json:
+            print(
+                f"{done.node_name} {done.mode}d in {done.output_path} "
+                f"({done.files} files, score {done.score:g}, request {result.request_id})"
+            )
+        return 0
+    failure = result.failure
+    assert failure is not None
+    print(f"error: {failure.stage}: {failure.reason}", file=sys.stderr)
+    for problem in failure.problems:
+        shown = f" (got {problem.value})" if problem.value else ""
+        print(f"  - {problem.field}: {problem.rule}{shown}", file=sys.stderr)
+    return _INVALID_INPUT if failure.invalid_input else _FAILED

@@ -1,0 +1,313 @@
+"""Quality gates on a rendered node (the validator stage) and automatic fixes (the refiner).
+
+Gates: every file parses (Python, TOML, YAML, JSON), ruff check, ruff format --check,
+mypy --strict (the node's own configuration), and the node's own unit tests (pytest,
+integration tests skipped). The tools are those of the Python running the stage (the
+stage nodes run in the environment that has ``onex-node-template[dev]``), so nothing is
+installed per request. mypy keeps its cache under ``$ONEX_PIPELINE_CACHE`` (default
+``~/.cache/onex-node/pipeline``), one slot per running process, so third-party modules
+are analysed once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Final
+
+import yaml
+
+from onex_scaffold.pipeline.archive import node_files
+from onex_scaffold.pipeline.events import Finding
+from onex_scaffold.stage import GateStatus, ValidationGate
+
+#: Longest one tool may run on one node (seconds).
+TOOL_TIMEOUT_S: Final = 180.0
+#: Weight of each gate in the score (sums to 100).
+WEIGHTS: Final = {
+    "files_parse": 20,
+    "ruff_check": 15,
+    "ruff_format": 10,
+    "mypy_strict": 25,
+    "unit_tests": 30,
+}
+_FIXABLE_GATES: Final = frozenset({"ruff_check", "ruff_format"})
+
+
+def cache_root() -> Path:
+    configured = os.environ.get("ONEX_PIPELINE_CACHE")
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "onex-node" / "pipeline"
+
+
+@contextlib.contextmanager
+def _mypy_cache_slot() -> Iterator[Path]:
+    """A mypy cache folder nobody else uses right now (mypy's cache is one writer at a time)."""
+    root = cache_root() / "mypy"
+    root.mkdir(parents=True, exist_ok=True)
+    for slot in range(64):
+        handle: IO[str] = (root / f"slot-{slot}.lock").open("w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        try:
+            yield root / f"slot-{slot}"
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+        return
+    raise RuntimeError(f"all 64 mypy cache slots under {root} are busy")
+
+
+def _tool_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "CONSUL_"))}
+    env.update(PYTHONDONTWRITEBYTECODE="1", NO_COLOR="1", PYTHONHASHSEED="0")
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def _run(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[int, str]:
+    try:
+        done = subprocess.run(
+            argv,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=TOOL_TIMEOUT_S,
+            env=env or _tool_env(),
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        return 124, f"{' '.join(argv[:3])} did not finish within {TOOL_TIMEOUT_S:g} s"
+    except OSError as error:
+        return 127, f"cannot run {argv[0]}: {error}"
+    return done.returncode, (done.stdout + done.stderr)
+
+
+@dataclass
+class GateResult:
+    name: str
+    passed: bool
+    findings: list[Finding] = field(default_factory=list)
+    message: str = ""
+    duration_ms: int = 0
+    skipped: bool = False
+
+
+def _timed(name: str, work: GateWork, root: Path) -> GateResult:
+    started = time.perf_counter()
+    result = work(root)
+    result.name = name
+    result.duration_ms = round((time.perf_counter() - started) * 1000)
+    return result
+
+
+class GateWork:
+    def __call__(self, root: Path) -> GateResult:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class FilesParse(GateWork):
+    def __call__(self, root: Path) -> GateResult:
+        findings: list[Finding] = []
+        count = 0
+        for rel in node_files(root):
+            path = root / rel
+            try:
+                if rel.endswith(".py"):
+                    compile(path.read_bytes(), rel, "exec", dont_inherit=True)
+                elif rel.endswith(".toml"):
+                    tomllib.loads(path.read_text(encoding="utf-8"))
+                elif rel.endswith((".yaml", ".yml")):
+                    list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+                elif rel.endswith(".json"):
+                    json.loads(path.read_text(encoding="utf-8"))
+                else:
+                    continue
+                count += 1
+            except (SyntaxError, ValueError, yaml.YAMLError, UnicodeDecodeError) as error:
+                findings.append(Finding(gate="files_parse", file=rel, message=str(error)[:300]))
+        return GateResult(
+            "files_parse", not findings, findings, f"{count} files parse" if not findings else ""
+        )
+
+
+class RuffCheck(GateWork):
+    def __call__(self, root: Path) -> GateResult:
+        code, out = _run(
+            [sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "json", "."],
+            root,
+        )
+        try:
+            items = json.loads(out[out.index("[") :]) if "[" in out else []
+        except ValueError:
+            items = []
+        findings = [
+            Finding(
+                gate="ruff_check",
+                file=str(Path(item.get("filename", "")).resolve().relative_to(root.resolve()))
+                if item.get("filename")
+                else None,
+                line=(item.get("location") or {}).get("row"),
+                code=item.get("code"),
+                message=str(item.get("message", ""))[:300],
+                fixable=bool(item.get("fix")),
+            )
+            for item in items
+            if isinstance(item, dict)
+        ]
+        if code != 0 and not findings:
+            findings.append(Finding(gate="ruff_check", message=out.strip()[-500:]))
+        return GateResult("ruff_check", code == 0, findings, "no findings" if code == 0 else "")
+
+
+class RuffFormat(GateWork):
+    def __call__(self, root: Path) -> GateResult:
+        code, out = _run(
+            [sys.executable, "-m", "ruff", "format", "--no-cache", "--check", "."], root
+        )
+        findings = [
+            Finding(gate="ruff_format", file=line.split(":", 1)[1].strip(), fixable=True,
+                    message="would be reformatted")
+            for line in out.splitlines()
+            if line.startswith("Would reformat:")
+        ]  # fmt: skip
+        if code != 0 and not findings:
+            findings.append(Finding(gate="ruff_format", message=out.strip()[-500:]))
+        return GateResult("ruff_format", code == 0, findings, "formatted" if code == 0 else "")
+
+
+_MYPY_LINE: Final = re.compile(
+    r"^(?P<file>[^:\n]+):(?P<line>\d+): error: (?P<msg>.*?)(?:  \[(?P<code>[a-z-]+)\])?$"
+)
+
+
+class MypyStrict(GateWork):
+    def __call__(self, root: Path) -> GateResult:
+        with _mypy_cache_slot() as cache:
+            code, out = _run(
+                [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(cache),
+                 "--no-error-summary", "--hide-error-context", "--no-pretty"],
+                root,
+            )  # fmt: skip
+        findings = [
+            Finding(
+                gate="mypy_strict",
+                file=m.group("file"),
+                line=int(m.group("line")),
+                code=m.group("code"),
+                message=m.group("msg")[:300],
+            )
+            for line in out.splitlines()
+            if (m := _MYPY_LINE.match(line))
+        ]
+        if code != 0 and not findings:
+            findings.append(Finding(gate="mypy_strict", message=out.strip()[-500:]))
+        return GateResult("mypy_strict", code == 0, findings, "no issues" if code == 0 else "")
+
+
+class UnitTests(GateWork):
+    def __call__(self, root: Path) -> GateResult:
+        code, out = _run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m",
+             "not integration", "--no-header", "-rN"],
+            root,
+        )  # fmt: skip
+        summary = next(
+            (line.strip("= ") for line in reversed(out.splitlines()) if line.strip()), ""
+        )
+        passed = code == 0
+        findings = []
+        if not passed:
+            failed = [line for line in out.splitlines() if line.startswith(("FAILED", "ERROR"))]
+            findings = [Finding(gate="unit_tests", message=line[:300]) for line in failed[:20]]
+            if not findings:
+                findings.append(Finding(gate="unit_tests", message=out.strip()[-500:]))
+        return GateResult("unit_tests", passed, findings, summary[:200])
+
+
+def run_gates(root: Path, level: str = "full") -> list[GateResult]:
+    """Every gate on the node in ``root``; mypy and the tests run side by side."""
+    results = [_timed("files_parse", FilesParse(), root)]
+    if not results[0].passed:
+        return results  # the other tools would only repeat the syntax errors
+    heavy: list[tuple[str, GateWork]] = [("ruff_check", RuffCheck()), ("ruff_format", RuffFormat())]
+    if level == "full":
+        heavy = [("mypy_strict", MypyStrict()), ("unit_tests", UnitTests()), *heavy]
+    with ThreadPoolExecutor(max_workers=len(heavy)) as pool:
+        futures = [pool.submit(_timed, name, work, root) for name, work in heavy]
+        results.extend(future.result() for future in futures)
+    if level != "full":
+        for name in ("mypy_strict", "unit_tests"):
+            results.append(
+                GateResult(name, True, message="skipped (fast validation)", skipped=True)
+            )
+    order = list(WEIGHTS)
+    return sorted(results, key=lambda r: order.index(r.name))
+
+
+def score(results: list[GateResult]) -> float:
+    """Share of the gates that ran, weighted, 0-100 (skipped gates count for nothing)."""
+    ran = [r for r in results if not r.skipped]
+    total = sum(WEIGHTS[r.name] for r in ran)
+    passed = sum(WEIGHTS[r.name] for r in ran if r.passed)
+    return round(100.0 * passed / total, 1) if total else 0.0
+
+
+def fixable(results: list[GateResult]) -> bool:
+    """True when every failing gate is one the refiner can fix."""
+    failing = [r for r in results if not r.passed]
+    return bool(failing) and all(r.name in _FIXABLE_GATES for r in failing)
+
+
+def _finding_text(finding: Finding) -> str:
+    where = f"{finding.file or ''}{':' + str(finding.line) if finding.line else ''}"
+    return f"{where} {finding.code or ''} {finding.message}".strip()
+
+
+def as_validation_gates(results: list[GateResult]) -> list[ValidationGate]:
+    gates = []
+    for index, result in enumerate(results, start=1):
+        status: GateStatus = "skipped" if result.skipped else "pass" if result.passed else "fail"
+        message = result.message or "; ".join(_finding_text(f) for f in result.findings[:5])
+        gates.append(
+            ValidationGate(
+                gate_id=f"V{index}",
+                name=result.name,
+                status=status,
+                message=message or None,
+                duration_ms=result.duration_ms,
+            )
+        )
+    return gates
+
+
+def refine(root: Path) -> list[str]:
+    """ruff --fix and ruff format on the node in place; returns what changed."""
+    fixes: list[str] = []
+    code, out = _run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", "--fix", "-q", "."], root
+    )
+    if "fixed" in out.lower() or code == 0:
+        fixes.append("ruff check --fix")
+    code, out = _run([sys.executable, "-m", "ruff", "format", "--no-cache", "."], root)
+    match = re.search(r"(\d+) files? reformatted", out)
+    if match and match.group(1) != "0":
+        fixes.append(f"ruff format ({match.group(1)} files)")
+    return fixes

@@ -53,13 +53,23 @@ from onex_scaffold._exceptions import StageFailed
 from onex_scaffold.stage._api import generate_node, stage_4_5_event_bus_integration
 from onex_scaffold.stage._batch import generate_nodes
 from onex_scaffold.stage._gates import REQUIRED_FILES
-from onex_scaffold.stage._models import STAGE_NAME, PipelineStage, ValidationGate
+from onex_scaffold.stage._models import (
+    STAGE_NAME,
+    GateStatus,
+    GateType,
+    PipelineStage,
+    StageStatus,
+    ValidationGate,
+)
 
 __all__ = [
     "REQUIRED_FILES",
     "STAGE_NAME",
+    "GateStatus",
+    "GateType",
     "PipelineStage",
     "StageFailed",
+    "StageStatus",
     "ValidationGate",
     "generate_node",
     "generate_nodes",

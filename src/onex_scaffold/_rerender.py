@@ -32,8 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-import yaml
-
 from onex_scaffold._answers import ANSWERS_FILE, read_answers, user_answers, write_src_path
 from onex_scaffold._files import relative_files
 from onex_scaffold._git import clone
@@ -109,12 +107,10 @@ def files(root: Path) -> dict[str, Path]:
 def owner_files(node: Path, rendered: Path, template: Path) -> set[str]:
     """The node's owner files: ``_skip_if_exists`` plus the modules the node's package
     has and the template does not produce."""
+    from onex_scaffold._template import owner_files as skipped_files
+
     package = package_of(node)
-    copier_yml = yaml.safe_load((template / "copier.yml").read_text(encoding="utf-8"))
-    skipped = {
-        re.sub(r"\{\{\s*package_name\s*\}\}", package, str(pattern))
-        for pattern in copier_yml.get("_skip_if_exists", [])
-    }
+    skipped = skipped_files(package, template)
     rendered_files = files(rendered)
     added = {
         rel for rel in files(node) if rel.startswith(f"{package}/") and rel not in rendered_files

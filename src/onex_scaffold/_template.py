@@ -100,6 +100,22 @@ def published_source() -> str:
     return os.environ.get(TEMPLATE_URL_ENV, "").strip() or DEFAULT_TEMPLATE_URL
 
 
+def owner_files(package: str, *template_dirs: Path | None) -> set[str]:
+    """The owner's files of a node with package ``package``: the ``_skip_if_exists`` entries
+    of the given templates' ``copier.yml`` and of the bundled one (a template version that
+    stops listing a file does not make it the template's)."""
+    import yaml
+
+    entries: set[str] = set()
+    for folder in (*template_dirs, template_root()):
+        if folder is None or not (folder / "copier.yml").is_file():
+            continue
+        config = yaml.safe_load((folder / "copier.yml").read_text(encoding="utf-8"))
+        listed = config.get("_skip_if_exists", []) if isinstance(config, dict) else []
+        entries.update(str(entry) for entry in listed or [])
+    return {re.sub(r"\{\{\s*package_name\s*\}\}", package, entry) for entry in entries}
+
+
 class NamingModule(Protocol):
     """What the template's ``runtime/naming.py`` offers (it is loaded from the template
     at run time, so its types are stated here; ``tests/unit`` checks both agree)."""

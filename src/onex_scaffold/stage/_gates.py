@@ -120,6 +120,21 @@ def _free_text_fragments(answers: Mapping[str, Any]) -> list[str]:
     return sorted(fragments, key=len, reverse=True)
 
 
+def _answer_texts(answers: Mapping[str, Any]) -> list[str]:
+    """Every answer that is text (list items too), whitespace folded to single spaces."""
+    texts: list[str] = []
+    for value in answers.values():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and any(marker in item for marker in _JINJA_MARKERS):
+                texts.append(" ".join(item.split()))
+    return texts
+
+
+def _in_answers(match: str, texts: list[str]) -> bool:
+    folded = " ".join(match.split())
+    return any(folded in text for text in texts)
+
+
 def check_rendered(gates: Gates, root: Path, answers: Mapping[str, Any], files: list[str]) -> None:
     """Gates G4-G6: required files present, Python compiles, no template syntax left."""
     package = answers["package_name"]
@@ -153,6 +168,7 @@ def check_rendered(gates: Gates, root: Path, answers: Mapping[str, Any], files: 
         from onex_scaffold._render import jinja_leftovers
 
         fragments = _free_text_fragments(answers)
+        texts = _answer_texts(answers)
         leftovers: list[str] = []
         for rel in files:
             try:
@@ -164,7 +180,9 @@ def check_rendered(gates: Gates, root: Path, answers: Mapping[str, Any], files: 
                 continue
             for fragment in fragments:
                 text = text.replace(fragment, "")
-            found = jinja_leftovers(text)
+            # What is left and also appears in the answers is PRD text, rendered inert (the
+            # answers file folds long lines, so fragments alone do not catch every copy).
+            found = [match for match in jinja_leftovers(text) if not _in_answers(match, texts)]
             if found:
                 leftovers.append(f"{rel} ({safe_repr(found[0])})")
         if leftovers:

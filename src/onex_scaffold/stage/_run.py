@@ -38,6 +38,7 @@ from onex_scaffold._conflicts import leftovers
 from onex_scaffold._exceptions import InvalidParsedData, SnapshotError
 from onex_scaffold._files import SKIPPED_DIRS, relative_files
 from onex_scaffold._mapping import Problem, map_parsed_data, safe_repr
+from onex_scaffold._template import owner_files
 from onex_scaffold.stage._gates import GateFailed, Gates, check_answers, check_rendered, copier_data
 from onex_scaffold.stage._models import PipelineStage, now
 from onex_scaffold.stage._staging import (
@@ -165,6 +166,7 @@ class StageRun:
                 raise GateFailed(str(InvalidParsedData([problem])), [problem])
             self.result.update(self.generation_result or {})
             warnings: list[str] = []
+            derived: dict[str, str] = {}
             if self.answers_given is not None:
                 answers = dict(self.answers_given)
             else:
@@ -174,10 +176,19 @@ class StageRun:
                     raise GateFailed(str(error), error.problems) from error
                 answers = dict(mapped.answers)
                 warnings = list(mapped.warnings)
+                derived = dict(mapped.derived)
         with self.gates.gate("G1b", "input_warnings", "warning") as notes:
             notes.extend(warnings)
         if self.extra_answers:
             answers.update(self.extra_answers)
+        derived = {
+            key: reason
+            for key, reason in derived.items()
+            if key not in (self.extra_answers or {})  # the caller's answer wins
+        }
+        if derived:
+            self.metadata["derived_answers"] = derived
+            self.result["derived_answers"] = derived
         answers["package_name"] = _template.naming().package_name(answers["service_name"])
         self.answers = answers
 
@@ -192,7 +203,39 @@ class StageRun:
             target = Path(os.fspath(folder)).expanduser().absolute()
             self.target = target.parent.resolve() / target.name
             self.mode = self._mode_of(self.target)
+            if self.mode == "update":
+                self._keep_the_node_s_names(recorded_answers(self.target))
             notes.append(f"{self.mode} {self.target}")
+
+    def _keep_the_node_s_names(self, recorded: Mapping[str, Any]) -> None:
+        """An update keeps the node's package and class: renaming them would drop the
+        owner's code (``handlers.py`` lives in the package) or break its imports. A name
+        the caller did not give is taken from the node."""
+        naming = _template.naming()
+        given_name = (self.generation_result or {}).get("node_name") is not None
+        old_name = recorded.get("node_name")
+        if isinstance(old_name, str) and not given_name and self.answers_given is None:
+            self.answers["node_name"] = old_name
+        old_service = recorded.get("service_name")
+        if isinstance(old_service, str) and old_service != self.answers["service_name"]:
+            old_package = naming.package_name(old_service)
+            raise GateFailed(
+                f"{self.target} holds the node {old_service!r} (package {old_package}); "
+                f"service_name {safe_repr(self.answers['service_name'])} would rename its "
+                f"package to {self.answers['package_name']} and drop the owner's code in "
+                f"{old_package}/. An update never renames a node: keep service_name "
+                f"{old_service!r}, or generate the new node into another folder"
+            )
+        if isinstance(old_name, str) and old_name != self.answers["node_name"]:
+            node_type = self.answers["node_type"]
+            raise GateFailed(
+                f"{self.target} holds the node class "
+                f"{naming.class_name(old_name, node_type)}; node_name "
+                f"{safe_repr(self.answers['node_name'])} would rename it to "
+                f"{naming.class_name(self.answers['node_name'], node_type)}, which the "
+                "owner's code may import. An update never renames a node: keep node_name "
+                f"{old_name!r}, or generate the new node into another folder"
+            )
 
     def _output_from_generation_result(self) -> str:
         """The pipeline's output folder: ``output_path``, else the folder of ``main_file``."""
@@ -376,6 +419,21 @@ class StageRun:
         self.metadata["template_dirty"] = bool(dirty_template)
         with self.gates.gate("G3b", "update_conflicts") as notes:
             changed, conflicts = staged_changes(staged)
+            owned = owner_files(self.answers["package_name"], self.template_dir)
+            touched = [
+                rel
+                for rel in sorted({*changed, *conflicts})
+                if rel in owned
+                and (self.target / rel).exists()
+                and _differs(self.target / rel, staged / rel)
+            ]
+            if touched:
+                raise GateFailed(
+                    f"the update would change the owner's {', '.join(touched)}, so nothing "
+                    f"was changed in {self.target}: an update never deletes or rewrites an "
+                    "owner file (the template's _skip_if_exists). Merge the template's "
+                    "change into it by hand if you want it"
+                )
             problems = leftovers(staged)
             if conflicts or problems:
                 listed = problems + [

@@ -290,6 +290,6 @@ def test_a_postgres_writer_turns_use_postgres_on_and_says_so(field: str, value: 
 def test_use_postgres_stays_off_unless_an_effect_writes_to_a_database(
     changes: dict[str, Any],
 ) -> None:
-    result = map_parsed_data(base(operations=["Validate input"], features=[], **changes))
+    result = map_parsed_data(base(**{"operations": ["Validate input"], "features": [], **changes}))
     assert "use_postgres" not in result.answers
     assert "use_postgres" not in result.derived

@@ -188,7 +188,6 @@ class StageRun:
         }
         if derived:
             self.metadata["derived_answers"] = derived
-            self.result["derived_answers"] = derived
         answers["package_name"] = _template.naming().package_name(answers["service_name"])
         self.answers = answers
 
@@ -503,3 +502,5 @@ class StageRun:
             template_version=recorded.get("_commit"),
         )
         self.metadata.update(changed_files=changed, template_version=recorded.get("_commit"))
+        if self.metadata.get("derived_answers"):
+            self.result["derived_answers"] = self.metadata["derived_answers"]

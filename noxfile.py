@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 from pathlib import Path
 
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "typecheck", "docs", "tests", "e2e"]
+nox.options.sessions = ["lint", "typecheck", "docs", "tests", "e2e", "chaos"]
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
 
@@ -94,7 +95,7 @@ def tests(session: nox.Session) -> None:
     """Every test not marked e2e. No test collected (pytest exit 5) fails the session."""
     _refuse_nested_repositories(session)
     session.install(*TEST_DEPS)
-    session.run("pytest", "-m", "not e2e", *session.posargs)
+    session.run("pytest", "-m", "not e2e and not chaos", *session.posargs)
 
 
 def _stack_running(session: nox.Session) -> bool:
@@ -106,9 +107,9 @@ def _stack_running(session: nox.Session) -> bool:
     return any(item.get("running") for item in items)
 
 
-def _stack_env() -> dict[str, str]:
+def _stack_env(root: Path = ROOT) -> dict[str, str]:
     env: dict[str, str] = {}
-    env_file = ROOT / ".onex-dev" / "env"
+    env_file = root / ".onex-dev" / "env"
     for line in env_file.read_text().splitlines():
         if line and not line.startswith("#") and "=" in line:
             key, _, value = line.partition("=")
@@ -150,8 +151,9 @@ def bench(session: nox.Session) -> None:
     """benchmarks/run.py against the real stack (not in the default run: it measures speed).
 
     Arguments after `--` go to run.py, e.g. `nox -s bench -- --quick --json bench.json`.
+    The `bench` extra brings the peers it compares with (FastStream, aiokafka) and uvloop.
     """
-    session.install("-e", DEV)
+    session.install("-e", ".[dev,bench]")
     was_running = _stack_running(session)
     try:
         session.run("onex-node", "dev", "--root", str(ROOT), "up")
@@ -161,3 +163,34 @@ def bench(session: nox.Session) -> None:
     finally:
         if not was_running:
             session.run("onex-node", "dev", "--root", str(ROOT), "down")
+
+
+@nox.session
+def chaos(session: nox.Session) -> None:
+    """Kill and restart members of a cluster of its own while nodes work (tests/chaos).
+
+    Starts three Kafka brokers, three Consul servers plus a client agent and two registries in a
+    temporary folder, runs the tests marked `chaos` against them, prints the chaos report
+    (figures) and always stops and deletes that cluster.
+    """
+    import tempfile
+    import time
+
+    _refuse_nested_repositories(session)
+    session.install(*TEST_DEPS)
+    root = Path(tempfile.mkdtemp(prefix="onex-chaos-"))
+    dev = ["onex-node", "dev", "--root", str(root)]
+    began = time.monotonic()
+    try:
+        session.run(
+            *dev, "up", "--ignore-env",
+            "--kafka-brokers", "3", "--consul-servers", "3", "--registries", "2",
+        )  # fmt: skip
+        session.log(f"cluster up after {time.monotonic() - began:.0f} s")
+        env = _stack_env(root)
+        env.update(ONEX_CHAOS_ROOT=str(root), ONEX_CHAOS_REQUIRED="1", ONEX_DEV_ROOT=str(root))
+        session.run("pytest", "-m", "chaos", "tests/chaos", *session.posargs, env=env)
+    finally:
+        session.run(*dev, "down", "--purge", success_codes=[0, 1, 2])
+        shutil.rmtree(root, ignore_errors=True)
+        session.log(f"chaos session took {time.monotonic() - began:.0f} s")

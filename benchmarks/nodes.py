@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -13,7 +14,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Final
 
 from benchmarks.report import rss_mb_from_status
 from onex_scaffold import naming
@@ -171,6 +172,121 @@ def wait_passing(
                 f"(is the registry running?); the node's log:\n{node.log_tail()}"
             )
         time.sleep(poll_s)
+
+
+def wait_ready(node: NodeProcess, timeout_s: float = 60.0, poll_s: float = 0.01) -> float:
+    """Seconds from the node's start until its ``/health`` answers 200 (ready)."""
+    deadline = node.started_at + timeout_s
+    while True:
+        conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=2)
+        try:
+            conn.request("GET", "/health")
+            if conn.getresponse().status == 200:
+                return time.perf_counter() - node.started_at
+        except (OSError, http.client.HTTPException):
+            pass  # not listening yet
+        finally:
+            conn.close()
+        if node.process.poll() is not None:
+            raise NodeStartFailed(
+                f"{node.folder}/start_node.py exited with {node.process.returncode} before "
+                f"its /health answered 200; its log:\n{node.log_tail()}"
+            )
+        if time.perf_counter() > deadline:
+            raise NodeStartFailed(
+                f"{node.folder}/start_node.py: /health not 200 {timeout_s:.0f}s after start; "
+                f"its log:\n{node.log_tail()}"
+            )
+        time.sleep(poll_s)
+
+
+#: The smallest FastStream service doing what an idle node does with Kafka: one subscriber
+#: in a consumer group on the same broker. It prints a line once FastStream says it started.
+FASTSTREAM_APP: Final = """\
+import asyncio
+import os
+from typing import Any
+
+from faststream import FastStream
+from faststream.confluent import KafkaBroker
+
+broker = KafkaBroker(os.environ["KAFKA_BOOTSTRAP_SERVERS"], client_id="bench-faststream-app")
+
+
+@broker.subscriber(os.environ["BENCH_TOPIC"], group_id=os.environ["BENCH_GROUP"])
+async def handle(body: dict[str, Any]) -> None:
+    pass
+
+
+app = FastStream(broker)
+
+
+@app.after_startup
+async def ready() -> None:
+    print("BENCH-READY", flush=True)
+
+
+asyncio.run(app.run())
+"""
+READY_LINE: Final = b"BENCH-READY"
+
+
+def start_faststream_app(
+    work: Path, instance_id: str, env: dict[str, str], topic: str, log_dir: Path
+) -> NodeProcess:
+    """Start the minimal FastStream app (``FASTSTREAM_APP``) as its own process."""
+    script = work / "faststream_app.py"
+    if not script.exists():
+        script.write_text(FASTSTREAM_APP)
+    log_path = log_dir / f"faststream-{instance_id}.log"
+    log = log_path.open("wb")
+    app_env = {
+        **os.environ,
+        **env,
+        "BENCH_TOPIC": topic,
+        "BENCH_GROUP": f"bench-faststream-app-{instance_id}",
+        "PYTHONUNBUFFERED": "1",
+    }
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, str(script)],
+        cwd=work,
+        env=app_env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    return NodeProcess(
+        folder=work,
+        service_name="faststream-app",
+        instance_id=instance_id,
+        port=0,
+        log_path=log_path,
+        process=process,
+        started_at=started,
+        _log=log,
+    )
+
+
+def wait_line(app: NodeProcess, line: bytes = READY_LINE, timeout_s: float = 60.0) -> float:
+    """Seconds from the app's start until its log shows ``line``."""
+    deadline = app.started_at + timeout_s
+    while True:
+        with contextlib.suppress(OSError):
+            if line in app.log_path.read_bytes():
+                app.passing_at = time.perf_counter()
+                return app.passing_at - app.started_at
+        if app.process.poll() is not None:
+            raise NodeStartFailed(
+                f"the FastStream app exited with {app.process.returncode} before it was "
+                f"ready; its log:\n{app.log_tail()}"
+            )
+        if time.perf_counter() > deadline:
+            raise NodeStartFailed(
+                f"the FastStream app was not ready {timeout_s:.0f}s after start; its log:\n"
+                f"{app.log_tail()}"
+            )
+        time.sleep(0.01)
 
 
 def wait_idle(nodes: list[NodeProcess], idle_s: float) -> None:

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
+import math
 import resource
+import statistics
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Final
@@ -28,6 +32,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from benchmarks import loops, peers
 from onex_scaffold import naming
 
 #: Shared by both producers; the publisher adds acks=all and idempotence itself, and the raw
@@ -43,19 +48,28 @@ class PublishBenchError(RuntimeError):
     """Records were not all delivered; a throughput figure would be meaningless."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class PublishResult:
-    #: ``await publish`` per event: what ``publish_ratio`` reports.
-    publisher_msgs_per_s: list[float]
-    raw_msgs_per_s: list[float]
-    #: Process CPU per record (librdkafka's threads included), which machine load distorts
-    #: far less than throughput does.
-    publisher_cpu_us: list[float]
-    raw_cpu_us: list[float]
+    """Messages/s and process CPU per record (µs, librdkafka's threads included) of each way
+    to publish, one sample per round. CPU per record is far less distorted by machine load
+    than throughput is."""
+
     record_bytes: int
-    #: ``await publish_many`` of ``batch`` events at a time.
-    many_msgs_per_s: list[float]
-    many_cpu_us: list[float]
+    loop: str
+    msgs_per_s: dict[str, list[float]] = field(default_factory=dict)
+    cpu_us: dict[str, list[float]] = field(default_factory=dict)
+    #: Contenders that failed (e.g. a peer the broker does not support), with the error;
+    #: their figures are left out instead of losing everyone else's.
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def add(self, name: str, msgs_per_s: float, cpu_us: float) -> None:
+        self.msgs_per_s.setdefault(name, []).append(msgs_per_s)
+        self.cpu_us.setdefault(name, []).append(cpu_us)
+
+    def median(self, name: str) -> float:
+        """Median messages/s of ``name``; NaN when it was not measured."""
+        samples = self.msgs_per_s.get(name)
+        return float(statistics.median(samples)) if samples else math.nan
 
 
 def load_runtime(node_folder: Path, package: str) -> tuple[ModuleType, ModuleType]:
@@ -209,6 +223,25 @@ def same_bytes_as_publisher(
     return envelope.to_bytes(), headers
 
 
+#: Contenders in the order of a round; ``publish_asyncio`` and ``floor_asyncio`` only when
+#: uvloop is installed (the same on asyncio's own loop: what uvloop changes).
+CONTENDERS: Final = (
+    "raw",
+    "floor",
+    "publish",
+    "publish_many",
+    "faststream",
+    "aiokafka",
+    "publish_asyncio",
+    "floor_asyncio",
+    "publish_default_gc",
+)
+
+
+#: CPython's own collector thresholds, for the ``publish_default_gc`` comparison.
+DEFAULT_GC_THRESHOLD: Final = (700, 10, 10)
+
+
 def run(
     kafka: str,
     environment: str,
@@ -218,47 +251,88 @@ def run(
     rounds: int,
     batch: int = 1000,
     payload_bytes: int = 512,
+    peer_messages: int | None = None,
+    loop_factory: loops.LoopFactory | None = None,
 ) -> PublishResult:
-    """Alternate raw and publisher rounds on one fresh topic."""
+    """Rounds of every contender, interleaved (machine noise favours none), on one fresh
+    topic. ``peer_messages`` (default ``messages``) bounds the slow aiokafka's share."""
     publisher_module, events_module = load_runtime(node_folder, package)
+    # The process set-up a node makes once it is up (start_node.py): frozen start-up heap,
+    # young collections less often. ``publish_default_gc`` measures publish without it.
+    eventloop = importlib.import_module(f"{package}.runtime.eventloop")
+    eventloop.settle_heap()
+    tuned_gc = gc.get_threshold()
     run_id = uuid.uuid4().hex[:8]
     topic = bench_topic(environment, run_id)
     create_topic(kafka, topic)
     body = payload(payload_bytes)
     value, headers = same_bytes_as_publisher(publisher_module, events_module, body)
     keys = [str(uuid.uuid4()) for _ in range(messages)]
-    raw: list[float] = []
-    published: list[float] = []
-    raw_cpu: list[float] = []
-    published_cpu: list[float] = []
-    many: list[float] = []
-    many_cpu: list[float] = []
+    peer_keys = keys[: peer_messages or messages]
+    result = PublishResult(
+        record_bytes=len(value) + sum(len(k) + len(v or b"") for k, v in headers),
+        loop=loops.name(loop_factory),
+    )
+
+    def on_loop(factory: loops.LoopFactory | None) -> dict[str, Callable[[], float]]:
+        def runs(coro_fn: Callable[[], Coroutine[Any, Any, float]]) -> Callable[[], float]:
+            return lambda: loops.run(coro_fn(), factory)
+
+        return {
+            "floor": runs(lambda: peers.floor_round(kafka, topic, value, headers, keys, batch)),
+            "publish": runs(
+                lambda: publisher_round(publisher_module, kafka, topic, body, keys, batch)
+            ),
+        }
+
+    chosen = on_loop(loop_factory)
+    contenders: dict[str, Callable[[], float]] = {
+        "raw": lambda: raw_round(kafka, topic, value, headers, keys),
+        "floor": chosen["floor"],
+        "publish": chosen["publish"],
+        "publish_many": lambda: loops.run(
+            publisher_round(publisher_module, kafka, topic, body, keys, batch, many=True),
+            loop_factory,
+        ),
+        "faststream": lambda: loops.run(
+            peers.faststream_round(kafka, topic, value, headers, peer_keys, batch), loop_factory
+        ),
+        "aiokafka": lambda: loops.run(
+            peers.aiokafka_round(kafka, topic, value, headers, peer_keys, batch), loop_factory
+        ),
+    }
+    if loop_factory is not None:
+        plain = on_loop(None)
+        contenders["publish_asyncio"] = plain["publish"]
+        contenders["floor_asyncio"] = plain["floor"]
+
+    def default_gc() -> float:
+        gc.unfreeze()
+        gc.set_threshold(*DEFAULT_GC_THRESHOLD)
+        try:
+            return chosen["publish"]()
+        finally:
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(*tuned_gc)
+
+    contenders["publish_default_gc"] = default_gc
     try:
-        # Interleaved, so machine noise does not favour any of the three.
         for _ in range(rounds):
-            cpu = process_cpu_s()
-            raw.append(raw_round(kafka, topic, value, headers, keys))
-            raw_cpu.append((process_cpu_s() - cpu) / messages * 1e6)
-            cpu = process_cpu_s()
-            published.append(
-                asyncio.run(publisher_round(publisher_module, kafka, topic, body, keys, batch))
-            )
-            published_cpu.append((process_cpu_s() - cpu) / messages * 1e6)
-            cpu = process_cpu_s()
-            many.append(
-                asyncio.run(
-                    publisher_round(publisher_module, kafka, topic, body, keys, batch, many=True)
-                )
-            )
-            many_cpu.append((process_cpu_s() - cpu) / messages * 1e6)
+            for name, measure in contenders.items():
+                if name in result.errors:
+                    continue
+                count = len(peer_keys) if name in ("faststream", "aiokafka") else len(keys)
+                gc.collect()  # no contender pays for the garbage of the one before
+                cpu = process_cpu_s()
+                try:
+                    rate = measure()
+                except Exception as error:
+                    if name in ("raw", "publish"):
+                        raise  # without these there is nothing to compare
+                    result.errors[name] = f"{type(error).__name__}: {error}"
+                    continue
+                result.add(name, rate, (process_cpu_s() - cpu) / count * 1e6)
     finally:
         delete_topic(kafka, topic)
-    return PublishResult(
-        publisher_msgs_per_s=published,
-        raw_msgs_per_s=raw,
-        publisher_cpu_us=published_cpu,
-        raw_cpu_us=raw_cpu,
-        record_bytes=len(value) + sum(len(k) + len(v or b"") for k, v in headers),
-        many_msgs_per_s=many,
-        many_cpu_us=many_cpu,
-    )
+    return result

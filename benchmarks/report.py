@@ -11,7 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
-#: The JSON document has exactly these keys, in this order (issue 7).
+#: The JSON document has exactly these keys, in this order (issue 7, then issue 15's
+#: comparisons with the peers and floors measured in the same run).
 KEYS: Final = (
     "generate_node_s",
     "copier_floor_s",
@@ -20,11 +21,24 @@ KEYS: Final = (
     "publish_ratio",
     "registry_nodes_per_s",
     "node_rss_mb",
+    "publish_vs_floor",
+    "publish_vs_faststream",
+    "publish_vs_aiokafka",
+    "publish_many_ratio",
+    "consume_ratio",
+    "consume_vs_faststream",
+    "registry_ratio",
+    "node_rss_vs_faststream",
+    "startup_vs_faststream",
+    "uvloop",
     "pipeline_request_s",
     "pipeline_overhead_ratio",
     "pipeline_throughput_1_per_min",
     "pipeline_throughput_2_per_min",
 )
+
+#: Keys whose value is yes/no (JSON true/false), not a number.
+FLAGS: Final = frozenset({"uvloop"})
 
 Direction = Literal["max", "min"]
 
@@ -53,6 +67,16 @@ GOALS: Final[dict[str, Goal]] = {
     "publish_ratio": Goal("min", 0.7),
     "registry_nodes_per_s": Goal("min", 100.0),
     "node_rss_mb": Goal("max", 100.0),
+    "publish_vs_floor": Goal("min", 0.9),
+    "publish_vs_faststream": Goal("min", 1.5),
+    "publish_vs_aiokafka": Goal("min", 4.0),
+    "publish_many_ratio": Goal("min", 0.85),
+    "consume_ratio": Goal("min", 0.7),
+    "consume_vs_faststream": Goal("min", 1.2),
+    "registry_ratio": Goal("min", 0.5),
+    "node_rss_vs_faststream": Goal("max", 1.2),
+    "startup_vs_faststream": Goal("max", math.inf),  # a reference, not a goal
+    "uvloop": Goal("max", math.inf),  # how the figures were measured
     "pipeline_request_s": Goal("max", 3.0),  # the design asks < 10 s
     "pipeline_overhead_ratio": Goal("max", 1.3),
     "pipeline_throughput_1_per_min": Goal("max", math.inf),  # a reference, not a goal
@@ -67,6 +91,16 @@ UNITS: Final = {
     "publish_ratio": "x",
     "registry_nodes_per_s": "nodes/s",
     "node_rss_mb": "MB",
+    "publish_vs_floor": "x",
+    "publish_vs_faststream": "x",
+    "publish_vs_aiokafka": "x",
+    "publish_many_ratio": "x",
+    "consume_ratio": "x",
+    "consume_vs_faststream": "x",
+    "registry_ratio": "x",
+    "node_rss_vs_faststream": "x",
+    "startup_vs_faststream": "x",
+    "uvloop": "",
     "pipeline_request_s": "s",
     "pipeline_overhead_ratio": "x",
     "pipeline_throughput_1_per_min": "req/min",
@@ -97,15 +131,24 @@ def rss_mb_from_status(status_text: str) -> float:
     raise ValueError("no 'VmRSS: <n> kB' line in the status text (a kernel thread or zombie?)")
 
 
-def figures(values: Mapping[str, float | None]) -> dict[str, float | None]:
-    """The JSON document: exactly ``KEYS``, rounded; a figure not measured is null."""
+Figure = float | bool | None
+
+
+def figures(values: Mapping[str, float | None]) -> dict[str, Figure]:
+    """The JSON document: exactly ``KEYS``, rounded; a figure not measured is null; the
+    ``FLAGS`` are true/false (a value of 0 is false)."""
     unknown = set(values) - set(KEYS)
     if unknown:
         raise KeyError(f"not benchmark figures: {', '.join(sorted(unknown))}")
-    out: dict[str, float | None] = {}
+    out: dict[str, Figure] = {}
     for key in KEYS:
         value = values.get(key)
-        out[key] = None if value is None or math.isnan(value) else round(float(value), 4)
+        if value is None or math.isnan(value):
+            out[key] = None
+        elif key in FLAGS:
+            out[key] = bool(value)
+        else:
+            out[key] = round(float(value), 4)
     return out
 
 
@@ -113,9 +156,11 @@ def to_json(values: Mapping[str, float | None]) -> str:
     return json.dumps(figures(values), indent=2) + "\n"
 
 
-def _fmt(value: float | None) -> str:
+def _fmt(value: Figure) -> str:
     if value is None:
         return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if abs(value) >= 100:
         return f"{value:.0f}"
     if abs(value) >= 10:
@@ -128,13 +173,13 @@ def table(values: Mapping[str, float | None], markdown: bool = False) -> str:
     rows: list[tuple[str, str, str, str]] = []
     for key, value in figures(values).items():
         goal = GOALS[key]
-        verdict = goal.met(value)
+        verdict = goal.met(None if isinstance(value, bool) else value)
         if math.isinf(goal.limit):
             goal_text, verdict_text = "reference", ""
         else:
             goal_text = goal.describe()
             verdict_text = {True: "met", False: "MISSED", None: "not measured"}[verdict]
-        rows.append((key, f"{_fmt(value)} {UNITS[key]}", goal_text, verdict_text))
+        rows.append((key, f"{_fmt(value)} {UNITS[key]}".rstrip(), goal_text, verdict_text))
     header = ("figure", "value", "goal", "")
     if markdown:
         lines = ["| figure | value | goal | |", "|---|---:|---|---|"]
@@ -144,6 +189,58 @@ def table(values: Mapping[str, float | None], markdown: bool = False) -> str:
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in [header, *rows]
+    )
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One row of the side-by-side table: medians of one way to do the job."""
+
+    task: str
+    name: str
+    rate: float | None  # records/s (or nodes/s)
+    unit: str = "msg/s"
+    cpu_us: float | None = None  # process CPU per record
+    note: str = ""
+    #: False for times and memory: the best of the task is then the smallest.
+    higher_is_better: bool = True
+
+
+def _amount(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"
+
+
+def contenders_table(rows: Iterable[Contender], markdown: bool = False) -> str:
+    """Ours, the peers and the floors side by side; each figure also against the best of its
+    task (1.00 = the best; below 1 = slower, or larger for times and memory)."""
+    items = list(rows)
+    best: dict[str, float] = {}
+    for row in items:
+        if row.rate is not None and not math.isnan(row.rate):
+            pick = max if row.higher_is_better else min
+            best[row.task] = pick(best.get(row.task, row.rate), row.rate)
+    cells: list[tuple[str, str, str, str, str, str]] = []
+    for row in items:
+        top = best.get(row.task)
+        measured = row.rate is not None and not math.isnan(row.rate)
+        share = ""
+        if measured and top and row.rate:
+            share = f"{row.rate / top if row.higher_is_better else top / row.rate:.2f}"
+        rate = "n/a" if row.rate is None or not measured else _amount(row.rate)
+        cpu = "" if row.cpu_us is None else f"{row.cpu_us:.1f}"
+        cells.append((row.task, row.name, f"{rate} {row.unit}", share, cpu, row.note))
+    header = ("task", "contender", "median", "of best", "CPU us/rec", "note")
+    if markdown:
+        lines = [
+            "| task | contender | median | of best | CPU µs/record | note |",
+            "|---|---|---:|---:|---:|---|",
+        ]
+        lines += ["| " + " | ".join(c) + " |" for c in cells]
+        return "\n".join(lines)
+    widths = [max(len(r[i]) for r in [header, *cells]) for i in range(6)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *cells]
     )
 
 

@@ -5,7 +5,8 @@
 Addresses come from the environment or ``<root>/.onex-dev/env`` (``onex-node dev up``); when no
 stack answers there, one is started in a temporary folder and stopped at the end. Progress,
 per-sample figures and the machine go to stderr; the table to stdout; ``--json`` writes exactly
-the figures' keys. ``--quick`` (fewer samples) finishes within five minutes.
+the figures' keys. ``--quick`` (fewer samples) finishes within a minute, starting its own
+stack included.
 
 Exit status: 0 when every figure was measured (goals are reported, not enforced), 1 otherwise.
 """
@@ -13,12 +14,14 @@ Exit status: 0 when every figure was measured (goals are reported, not enforced)
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import shutil
 import sys
 import tempfile
 import time
 import traceback
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +31,12 @@ if __package__ in (None, ""):
     # Run as a script: make ``benchmarks`` importable from the checkout.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import generation, nodes, pipeline, publish, registry, report
+from benchmarks import consume, generation, loops, nodes, pipeline, publish, registry, report
 from benchmarks.stack import BenchStack, bench_stack
 from onex_scaffold import naming
 
 T = TypeVar("T")
+CHECKOUT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -44,10 +48,14 @@ class Plan:
     publish_messages: int
     publish_rounds: int
     registry_nodes: int
+    #: aiokafka and FastStream publish this many per round (they are the slow ones).
+    peer_messages: int
+    consume_messages: int
+    consume_rounds: int
 
 
-QUICK = Plan(5, 5, 3, 3.0, 10_000, 3, 200)
-FULL = Plan(10, 10, 5, 5.0, 20_000, 5, 500)
+QUICK = Plan(3, 3, 2, 2.0, 5_000, 2, 100, 2_000, 5_000, 1)
+FULL = Plan(10, 10, 5, 5.0, 20_000, 5, 500, 10_000, 20_000, 3)
 
 
 def log(message: str) -> None:
@@ -67,6 +75,10 @@ class Run:
         self.values: dict[str, float | None] = dict.fromkeys(report.KEYS)
         self.failures: list[str] = []
         self.node_folders: list[Path] = []
+        self.rows: list[report.Contender] = []
+        #: Nodes run on uvloop when it is installed; so do the async measurements here.
+        self.loop_factory = loops.uvloop_factory()
+        self.values["uvloop"] = float(self.loop_factory is not None)
 
     def attempt(self, what: str, action: Callable[[], T]) -> T | None:
         try:
@@ -120,23 +132,71 @@ class Run:
         log_dir.mkdir(exist_ok=True)
         consul = nodes.ConsulHealth(stack.consul_url)
         running: list[nodes.NodeProcess] = []
+        apps: list[nodes.NodeProcess] = []
+        ready: list[float] = []
         startup: list[float] = []
+        app_ready: list[float] = []
+        app_topic = f"{stack.environment}.bench.faststream-app"
         try:
-            # One node at a time, each from its own freshly generated folder.
+            # One process at a time, alternating ours and the FastStream app.
             for index in range(self.plan.startup_nodes):
                 folder = self.node_folders[index % len(self.node_folders)]
                 node = nodes.start_node(folder, service, f"bench-{index}", env, log_dir)
                 running.append(node)
+                ready.append(nodes.wait_ready(node))
                 startup.append(nodes.wait_passing(node, consul))
-            log(f"start_node.py -> passing samples: {samples_text(startup)}")
+                app = nodes.start_faststream_app(self.work, f"fs-{index}", env, app_topic, log_dir)
+                apps.append(app)
+                app_ready.append(nodes.wait_line(app))
+            log(f"start_node.py -> /health 200 samples: {samples_text(ready)}")
+            log(f"start_node.py -> passing in Consul samples: {samples_text(startup)}")
+            log(f"FastStream app -> after_startup samples: {samples_text(app_ready)}")
             self.values["startup_to_passing_s"] = report.median(startup)
-            nodes.wait_idle(running, self.plan.idle_s)
+            self.values["startup_vs_faststream"] = report.ratio(
+                report.median(ready), report.median(app_ready)
+            )
+            nodes.wait_idle(running + apps, self.plan.idle_s)
             rss = [node.rss_mb() for node in running]
+            app_rss = [app.rss_mb() for app in apps]
             log(f"idle node RSS samples: {samples_text(rss, ' MB')}")
+            log(f"idle FastStream app RSS samples: {samples_text(app_rss, ' MB')}")
             self.values["node_rss_mb"] = report.median(rss)
+            self.values["node_rss_vs_faststream"] = report.ratio(
+                report.median(rss), report.median(app_rss)
+            )
+            self.rows += [
+                report.Contender(
+                    "start to ready",
+                    "our node (/health 200)",
+                    report.median(ready),
+                    "s",
+                    higher_is_better=False,
+                ),
+                report.Contender(
+                    "start to ready",
+                    "FastStream app (after_startup)",
+                    report.median(app_ready),
+                    "s",
+                    higher_is_better=False,
+                ),
+                report.Contender(
+                    "idle memory",
+                    "our node",
+                    report.median(rss),
+                    "MB RSS",
+                    higher_is_better=False,
+                ),
+                report.Contender(
+                    "idle memory",
+                    "FastStream app",
+                    report.median(app_rss),
+                    "MB RSS",
+                    higher_is_better=False,
+                ),
+            ]
         finally:
-            for node in running:
-                node.stop()
+            for process in running + apps:
+                process.stop()
             consul.close()
 
     # -- publishing ------------------------------------------------------------------------
@@ -149,29 +209,86 @@ class Run:
             package,
             messages=self.plan.publish_messages,
             rounds=self.plan.publish_rounds,
+            peer_messages=self.plan.peer_messages,
+            loop_factory=self.loop_factory,
         )
-        log(
-            f"publish ({self.plan.publish_messages} records of {result.record_bytes} B each): "
-            f"EventPublisher {samples_text(result.publisher_msgs_per_s, '/s')}; "
-            f"raw Producer {samples_text(result.raw_msgs_per_s, '/s')}"
-        )
-        log(
-            "publish CPU per record (setup included): EventPublisher "
-            f"{report.median(result.publisher_cpu_us):.1f} us, "
-            f"raw Producer {report.median(result.raw_cpu_us):.1f} us"
-        )
-        # publish_ratio is the per-event awaited publish (how nodes publish); the batch API
-        # is a diagnostic: bulk producers may use it, nodes do not.
-        log(
-            f"publish_many (same records, 1000 per call): "
-            f"{samples_text(result.many_msgs_per_s, '/s')}, "
-            f"{report.median(result.many_cpu_us):.1f} us CPU per record, ratio "
-            f"{report.median(result.many_msgs_per_s) / report.median(result.raw_msgs_per_s):.2f}"
-        )
-        self.values["publish_ratio"] = report.ratio(
-            report.median(result.publisher_msgs_per_s), report.median(result.raw_msgs_per_s)
-        )
+        log(f"publish: {result.record_bytes} B per record, event loop {result.loop}")
+        for name, error in result.errors.items():
+            log(f"  {name} NOT MEASURED: {error}")
+        for name in result.msgs_per_s:
+            log(
+                f"  {name}: {samples_text(result.msgs_per_s[name], '/s')}; CPU per record "
+                f"{samples_text(result.cpu_us[name], ' us')}"
+            )
+        med = result.median
+        self.values["publish_ratio"] = report.ratio(med("publish"), med("raw"))
+        self.values["publish_vs_floor"] = report.ratio(med("publish"), med("floor"))
+        self.values["publish_vs_faststream"] = report.ratio(med("publish"), med("faststream"))
+        self.values["publish_vs_aiokafka"] = report.ratio(med("publish"), med("aiokafka"))
+        self.values["publish_many_ratio"] = report.ratio(med("publish_many"), med("raw"))
+        labels = {
+            "raw": ("raw Producer (produce/poll/flush, nothing awaited)", ""),
+            "floor": ("floor: raw Producer, one awaited future per record", result.loop),
+            "publish": ("ours: await publish() per event", result.loop),
+            "publish_many": ("ours: await publish_many() of 1000", result.loop),
+            "faststream": ("FastStream KafkaBroker.publish", result.loop),
+            "aiokafka": ("aiokafka send_and_wait", result.loop),
+            "publish_asyncio": ("ours: await publish(), asyncio loop", "asyncio"),
+            "floor_asyncio": ("floor, asyncio loop", "asyncio"),
+            "publish_default_gc": ("ours: await publish(), CPython's default GC", result.loop),
+        }
+        for name, (label, note) in labels.items():
+            if name in result.msgs_per_s:
+                self.rows.append(
+                    report.Contender(
+                        "publish (awaited, 1000 in flight)",
+                        label,
+                        med(name),
+                        cpu_us=report.median(result.cpu_us[name]),
+                        note=note,
+                    )
+                )
 
+    # -- consuming -------------------------------------------------------------------------
+    def consuming(self, stack: BenchStack) -> None:
+        folder, package = self._runtime_source()
+        publisher_module, events_module = publish.load_runtime(folder, package)
+        consumer_module = importlib.import_module(f"{package}.runtime.consumer")
+        value, headers = publish.same_bytes_as_publisher(
+            publisher_module, events_module, publish.payload(512)
+        )
+        topic = publish.bench_topic(stack.environment, f"consume-{uuid.uuid4().hex[:8]}")
+        publish.create_topic(stack.kafka, topic)
+        try:
+            result = consume.run(
+                stack.kafka,
+                topic,
+                (consumer_module, publisher_module, events_module),
+                value,
+                headers,
+                self.plan.consume_messages,
+                self.plan.consume_rounds,
+                self.loop_factory,
+            )
+        finally:
+            publish.delete_topic(stack.kafka, topic)
+        for name, rates in result.msgs_per_s.items():
+            log(f"consume {name}: {samples_text(rates, '/s')}")
+        med = {name: report.median(rates) for name, rates in result.msgs_per_s.items()}
+        self.values["consume_ratio"] = report.ratio(med["ours"], med["plain"])
+        self.values["consume_vs_faststream"] = report.ratio(med["ours"], med["faststream"])
+        task = "consume (no-op handler, at-least-once)"
+        self.rows += [
+            report.Contender(task, "plain confluent-kafka loop (floor)", med["plain"]),
+            report.Contender(
+                task, "ours: EventConsumer", med["ours"], note=loops.name(self.loop_factory)
+            ),
+            report.Contender(
+                task, "FastStream subscriber", med["faststream"], note=loops.name(self.loop_factory)
+            ),
+        ]
+
+    # -- registry --------------------------------------------------------------------------
     def registry(self, stack: BenchStack) -> None:
         folder, package = self._runtime_source()
         publisher_module, events_module = publish.load_runtime(folder, package)
@@ -189,6 +306,23 @@ class Run:
             f"all passing in Consul after {result.all_passing_s:.2f}s; removed after {removed}"
         )
         self.values["registry_nodes_per_s"] = result.nodes_per_s
+        floor = registry.consul_floor(
+            registry.load_registry_module(CHECKOUT), stack.consul_url, self.plan.registry_nodes
+        )
+        log(
+            f"Consul floor: {floor.nodes} registrations made in {floor.publish_s:.2f}s, all "
+            f"passing after {floor.all_passing_s:.2f}s"
+        )
+        self.values["registry_ratio"] = report.ratio(result.nodes_per_s, floor.nodes_per_s)
+        task = f"registry ({self.plan.registry_nodes} nodes to passing)"
+        self.rows += [
+            report.Contender(
+                task, "direct Consul agent calls (floor)", floor.nodes_per_s, "nodes/s"
+            ),
+            report.Contender(
+                task, "ours: announcements via Kafka -> registry", result.nodes_per_s, "nodes/s"
+            ),
+        ]
 
     def pipeline(self, stack: BenchStack) -> None:
         samples, batch = (3, 4) if self.plan is QUICK else (5, 6)
@@ -245,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         with bench_stack(args.root.resolve(), args.kafka) as stack:
             run.attempt("startup and memory", lambda: run.startup(stack))
             run.attempt("publishing", lambda: run.publishing(stack))
+            run.attempt("consuming", lambda: run.consuming(stack))
             run.attempt("registry", lambda: run.registry(stack))
             run.attempt("pipeline", lambda: run.pipeline(stack))
     except Exception as error:  # the stack itself could not be reached or started
@@ -256,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(work, ignore_errors=True)
     print(report.table(run.values, markdown=args.markdown))
+    print()
+    print(report.contenders_table(run.rows, markdown=args.markdown))
     print(
         f"machine: {report.machine()}; load average {load_before} at the start, "
         f"{report.load_average()} at the end; {time.perf_counter() - started:.0f}s in all"

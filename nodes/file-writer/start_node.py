@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from file_writer.node import (
     NodeFileWriterEffect,
 )
+from file_writer.runtime import eventloop
 
 log = logging.getLogger("file_writer")
 
@@ -48,12 +49,14 @@ async def run() -> int:
         await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if starting.done():
             starting.result()  # a failed start raises here: exit code 1
+            eventloop.settle_heap()
             log.info(
-                "%s running: node_id %s, instance_id %s, health at %s",
+                "%s running: node_id %s, instance_id %s, health at %s, event loop %s",
                 node.identity.service_name,
                 node.identity.node_id,
                 node.identity.instance_id,
                 node.health_endpoint,
+                eventloop.loop_name(),
             )
             await stopping
         else:
@@ -72,7 +75,7 @@ def main() -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return asyncio.run(run())
+        return eventloop.run(run())
     except ValidationError as exc:
         log.error("invalid settings (check the environment variables):\n%s", exc)
         return 2

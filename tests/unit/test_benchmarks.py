@@ -28,12 +28,31 @@ def test_json_has_exactly_the_issue_keys_in_order() -> None:
         "publish_ratio",
         "registry_nodes_per_s",
         "node_rss_mb",
+        "publish_vs_floor",
+        "publish_vs_faststream",
+        "publish_vs_aiokafka",
+        "publish_many_ratio",
+        "consume_ratio",
+        "consume_vs_faststream",
+        "registry_ratio",
+        "node_rss_vs_faststream",
+        "startup_vs_faststream",
+        "uvloop",
         "pipeline_request_s",
         "pipeline_overhead_ratio",
         "pipeline_throughput_1_per_min",
         "pipeline_throughput_2_per_min",
     ]
     assert document["publish_ratio"] == 4.0
+    assert document["uvloop"] is True  # a flag is true/false, never a number
+
+
+def test_uvloop_flag_false_and_unmeasured() -> None:
+    assert json.loads(report.to_json({"uvloop": 0.0}))["uvloop"] is False
+    assert json.loads(report.to_json({}))["uvloop"] is None
+    lines = {line.split()[0]: line for line in report.table({"uvloop": 1.0}).splitlines()[1:]}
+    assert " yes " in lines["uvloop"] + " "
+    assert "MISSED" not in lines["uvloop"]
 
 
 def test_unmeasured_figures_are_null_not_invented() -> None:
@@ -68,6 +87,14 @@ def test_median_and_ratio() -> None:
         ("registry_nodes_per_s", 99.0, False),
         ("node_rss_mb", 100.0, True),
         ("startup_to_passing_s", None, None),
+        ("publish_vs_floor", 0.9, True),
+        ("publish_vs_floor", 0.89, False),
+        ("publish_vs_aiokafka", 3.9, False),
+        ("consume_ratio", 0.7, True),
+        ("registry_ratio", 0.49, False),
+        ("node_rss_vs_faststream", 1.2, True),
+        ("node_rss_vs_faststream", 1.21, False),
+        ("startup_vs_faststream", 5.0, True),  # a reference: never missed
     ],
 )
 def test_goal_directions(key: str, value: float | None, met: bool | None) -> None:
@@ -103,3 +130,35 @@ def test_health_server_answers_every_synthetic_node_and_nothing_else() -> None:
             urllib.request.urlopen(f"http://127.0.0.1:{server.port}/health", timeout=5)
         assert missing.value.code == 404
         missing.value.close()  # the error holds the response's socket
+
+
+def test_contenders_table_shows_each_rate_against_the_best_of_its_task() -> None:
+    rows = [
+        report.Contender("publish", "floor", 50_000.0, cpu_us=10.0),
+        report.Contender("publish", "ours", 40_000.0, cpu_us=12.5, note="uvloop"),
+        report.Contender("publish", "aiokafka", math.nan),
+        report.Contender("registry", "floor", 200.0, "nodes/s"),
+        report.Contender("registry", "ours", 150.0, "nodes/s"),
+    ]
+    text = report.contenders_table(rows)
+    lines = text.splitlines()
+    assert lines[0].split()[:2] == ["task", "contender"]
+    ours = next(line for line in lines if " ours " in line and line.startswith("publish"))
+    assert "40,000 msg/s" in ours and "0.80" in ours and "12.5" in ours and "uvloop" in ours
+    missing = next(line for line in lines if "aiokafka" in line)
+    assert "n/a" in missing and "0." not in missing
+    registry_ours = next(line for line in lines if line.startswith("registry") and "ours" in line)
+    assert "0.75" in registry_ours and "nodes/s" in registry_ours
+    markdown = report.contenders_table(rows, markdown=True).splitlines()
+    assert markdown[0].startswith("| task | contender |")
+    assert "| publish | floor | 50,000 msg/s | 1.00 | 10.0 |  |" in markdown
+
+
+def test_contenders_table_times_and_memory_best_is_smallest() -> None:
+    rows = [
+        report.Contender("idle memory", "ours", 40.0, "MB RSS", higher_is_better=False),
+        report.Contender("idle memory", "peer", 50.0, "MB RSS", higher_is_better=False),
+    ]
+    lines = report.contenders_table(rows).splitlines()
+    assert "40.00 MB RSS" in lines[1] and "1.00" in lines[1]
+    assert "50.00 MB RSS" in lines[2] and "0.80" in lines[2]

@@ -79,11 +79,15 @@ def test_cli_status_without_a_stack(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "nothing started" in capsys.readouterr().out
 
 
-def test_cli_restart_rejects_unknown_services(tmp_path: Path) -> None:
+def test_cli_member_commands_reject_unknown_members(tmp_path: Path) -> None:
     import argparse
+
+    from onex_scaffold.devstack.errors import UnknownServiceError
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
-    with pytest.raises(SystemExit) as exit_info:
-        parser.parse_args(["dev", "--root", str(tmp_path), "restart", "zookeeper"])
-    assert exit_info.value.code == 2
+    for action in ("restart", "stop", "start"):
+        args = parser.parse_args(["dev", "--root", str(tmp_path), action, "zookeeper"])
+        with pytest.raises(UnknownServiceError, match="no member 'zookeeper'") as raised:
+            args.func(args)
+        assert raised.value.exit_code == 2

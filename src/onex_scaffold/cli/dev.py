@@ -1,4 +1,4 @@
-"""`onex-node dev up|down|status|restart <service>`: the real local stack on loopback.
+"""`onex-node dev up|down|status|stop|start|restart`: the real local stack on loopback.
 
 Only the command line lives here; the stack itself is :mod:`onex_scaffold.devstack`.
 Its errors (:class:`~onex_scaffold.devstack.errors.DevStackError`) carry their exit codes
@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from onex_scaffold.devstack.stack import SERVICE_ORDER, ServiceStatus, Stack, StackOptions
+from onex_scaffold.devstack.stack import ServiceStatus, Stack, StackOptions
 
 
 def register(subparsers: Any) -> None:
@@ -61,6 +61,29 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="start our own services even if KAFKA_BOOTSTRAP_SERVERS etc. name live ones",
     )
+    up.add_argument(
+        "--kafka-brokers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Apache Kafka brokers in one KRaft cluster (default 1; 3 = a controller quorum of "
+        "three, topics replicated 3 times with min.insync.replicas=2)",
+    )
+    up.add_argument(
+        "--consul-servers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Consul servers in one raft cluster (default 1 = one -dev agent; 3 or 5 add a "
+        "client agent that CONSUL_HTTP_ADDR points at)",
+    )
+    up.add_argument(
+        "--registries",
+        type=int,
+        default=None,
+        metavar="N",
+        help="registry instances sharing one consumer group (default 1)",
+    )
     # Ctrl-C during `up`: the stack stops what this `up` started before the error is shown.
     up.set_defaults(func=_up, interrupted_hint="what this `up` started was stopped")
 
@@ -74,9 +97,21 @@ def register(subparsers: Any) -> None:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=_status)
 
-    restart = actions.add_parser("restart", help="restart one service on the same ports")
-    restart.add_argument("service", choices=list(SERVICE_ORDER))
+    member_help = "a service or cluster member: kafka, kafka-2, consul-3, consul-agent, registry-1"
+    restart = actions.add_parser("restart", help="restart one member on the same ports")
+    restart.add_argument("service", metavar="MEMBER", help=member_help)
     restart.set_defaults(func=_restart)
+
+    stop = actions.add_parser(
+        "stop", help="stop one member, keeping its ports for `start` (the rest keeps running)"
+    )
+    stop.add_argument("service", metavar="MEMBER", help=member_help)
+    stop.add_argument("--kill", action="store_true", help="SIGKILL instead of a clean stop")
+    stop.set_defaults(func=_stop)
+
+    start = actions.add_parser("start", help="start one stopped member on its ports")
+    start.add_argument("service", metavar="MEMBER", help=member_help)
+    start.set_defaults(func=_start)
 
 
 def _address(item: ServiceStatus) -> str:
@@ -101,7 +136,7 @@ def _print_table(items: list[ServiceStatus]) -> None:
         cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
         print("  ".join([*cells, row[-1]]))
     for item in items:
-        if item.kind == "consul" and "http" in item.ports:
+        if item.kind in ("consul", "consul-agent") and "http" in item.ports:
             print(f"Consul UI: http://127.0.0.1:{item.ports['http']}/ui/")
 
 
@@ -119,6 +154,9 @@ def _up(args: argparse.Namespace) -> int:
             postgres_port=args.postgres_port,
             use_environment=not args.ignore_env,
             timeout_s=args.timeout,
+            kafka_brokers=args.kafka_brokers,
+            consul_servers=args.consul_servers,
+            registries=args.registries,
         )
     )
     print(f"stack up in {time.monotonic() - started:.1f} s")
@@ -150,5 +188,18 @@ def _status(args: argparse.Namespace) -> int:
 def _restart(args: argparse.Namespace) -> int:
     stack = Stack(args.root, verbose=True)
     stack.restart(args.service)
+    _print_table([item for item in stack.status() if item.name == args.service])
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    if not Stack(args.root, verbose=True).stop(args.service, kill=args.kill):
+        print(f"{args.service}: was not running")
+    return 0
+
+
+def _start(args: argparse.Namespace) -> int:
+    stack = Stack(args.root, verbose=True)
+    stack.start(args.service)
     _print_table([item for item in stack.status() if item.name == args.service])
     return 0

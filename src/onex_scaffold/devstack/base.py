@@ -30,6 +30,8 @@ class StartContext:
     previous: ServiceRecord | None
     used_ports: set[int]
     log: LogFn
+    #: Every member's record in state.json (a cluster member needs its peers' ports).
+    records: dict[str, ServiceRecord] = field(default_factory=dict)
 
 
 class LogFn:

@@ -18,12 +18,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
-from onex_scaffold.devstack import tools
+from onex_scaffold.devstack import procs, tools
 from onex_scaffold.devstack.base import LaunchPlan, Service, StartContext
 from onex_scaffold.devstack.errors import MissingToolError, ServiceStartError
+from onex_scaffold.devstack.layout import CONSUL_AGENT, member_name
 from onex_scaffold.devstack.ports import choose_port
-from onex_scaffold.devstack.state import ServiceRecord
+from onex_scaffold.devstack.state import CreatedFolders, ServiceRecord
 
 CONSUL_VERSION = "1.14.11"
 CONSUL_MODULE = "github.com/hashicorp/consul"
@@ -123,8 +125,14 @@ class ConsulService(Service):
     external_var = CONSUL_VAR
     start_timeout_s = 60.0
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, cluster: ConsulCluster | None = None, index: int = 1
+    ) -> None:
         self.port = port
+        # cluster None: one `-dev` agent (in memory). Otherwise index 1..n is a server and
+        # index 0 the client agent that nodes and the registry talk to.
+        self.cluster = cluster
+        self.index = index
         self._binary: Path | None = None
         self._version = "unknown"
 
@@ -138,6 +146,8 @@ class ConsulService(Service):
 
     def plan(self, ctx: StartContext) -> LaunchPlan:
         assert self._binary is not None, "prepare() first"
+        if self.cluster is not None:
+            return self._plan_member(ctx, self.cluster)
         previous = ctx.previous.ports if ctx.previous else {}
         ports: dict[str, int] = {}
         ports["http"] = choose_port(
@@ -170,5 +180,133 @@ class ConsulService(Service):
             env=dict(os.environ, CHECKPOINT_DISABLE="1"),
         )  # fmt: skip
 
+    def _plan_member(self, ctx: StartContext, cluster: ConsulCluster) -> LaunchPlan:
+        assert self._binary is not None
+        all_ports = cluster.ports(ctx)
+        ports = all_ports[self.index]
+        ctx.used_ports |= set(ports.values())
+        member = cluster.member(self.index)
+        data = cluster.data_dir(ctx) / member
+        data.mkdir(mode=0o700, parents=True, exist_ok=True)
+        joins: list[str] = []
+        for index in range(1, cluster.size + 1):
+            if index != self.index:
+                joins += ["-retry-join", f"127.0.0.1:{all_ports[index]['serf_lan']}"]
+        argv = [
+            str(self._binary), "agent", "-node", f"onex-dev-{member}",
+            "-data-dir", str(data),
+            "-bind", "127.0.0.1", "-client", "127.0.0.1",
+            "-http-port", str(ports["http"]), "-dns-port", "-1",
+            "-grpc-port", "-1", "-grpc-tls-port", "-1",
+            "-log-level", "info",
+            "-serf-lan-port", str(ports["serf_lan"]),
+            "-serf-wan-port", str(ports["serf_wan"]),
+            "-server-port", str(ports["server"]),
+            *joins,
+            "-retry-interval", "1s",
+            "-hcl", "disable_update_check = true",
+            # Elections in about a second, as on a fast production network (the default
+            # multiplier 5 suits slow shared machines; here it only slows failover down).
+            "-hcl", "performance { raft_multiplier = 1 }",
+        ]  # fmt: skip
+        if self.index > 0:
+            argv += ["-server", "-bootstrap-expect", str(cluster.size)]
+            kind = "consul-server"
+            provides: dict[str, str] = {}
+        else:
+            argv += ["-ui"]
+            kind = "consul-agent"
+            provides = {CONSUL_VAR: f"127.0.0.1:{ports['http']}"}
+        return LaunchPlan(
+            argv=argv,
+            ports=dict(ports),
+            provides=provides,
+            version=self._version,
+            kind=kind,
+            cwd=ctx.dev_dir,
+            env=dict(os.environ, CHECKPOINT_DISABLE="1"),
+        )
+
     def probe(self, record: ServiceRecord) -> str | None:
+        if "http" in record.ports and CONSUL_VAR not in record.env:
+            return probe_consul(f"127.0.0.1:{record.ports['http']}")  # a server: itself
         return probe_consul(record.env[CONSUL_VAR])
+
+
+class ConsulCluster:
+    """What the Consul servers and the client agent of one stack share: ports, data folder.
+
+    Servers keep their raft data in .onex-dev/consul/<member> while any member runs, so a
+    stopped server rejoins with its state; a cluster started from nothing starts from empty
+    folders (like the single `-dev` agent, it forgets everything when the whole stack stops).
+    """
+
+    KEYS: ClassVar[tuple[str, ...]] = ("http", "serf_lan", "serf_wan", "server")
+
+    def __init__(self, size: int, agent_port: int | None = None) -> None:
+        self.size = size
+        self.agent_port = agent_port
+        self._ports: dict[int, dict[str, int]] | None = None
+        self._data: Path | None = None
+
+    def member(self, index: int) -> str:
+        return CONSUL_AGENT if index == 0 else member_name("consul", index, self.size)
+
+    def indexes(self) -> list[int]:
+        return [*range(1, self.size + 1), 0]
+
+    def _running(self, ctx: StartContext) -> list[int]:
+        running: list[int] = []
+        for index in self.indexes():
+            record = ctx.records.get(self.member(index))
+            if record is not None and procs.recorded_alive(record.pid, record.start_ticks):
+                running.append(index)
+        return running
+
+    def data_dir(self, ctx: StartContext) -> Path:
+        if self._data is None:
+            folder = ctx.dev_dir / "consul"
+            if not self._running(ctx) and folder.is_dir() and not folder.is_symlink():
+                shutil.rmtree(folder)  # a new cluster: no raft state of an earlier one
+            elif folder.is_symlink():
+                folder.unlink()
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            CreatedFolders(ctx.dev_dir).add(folder, os.geteuid())
+            self._data = folder
+        return self._data
+
+    def ports(self, ctx: StartContext) -> dict[int, dict[str, int]]:
+        """member index (0 = client agent) -> its ports, chosen once per `up`."""
+        if self._ports is not None:
+            return self._ports
+        running = set(self._running(ctx))
+        records = {i: ctx.records.get(self.member(i)) for i in self.indexes()}
+        ours = {p for r in records.values() if r is not None for p in r.ports.values()}
+        avoid = set(ctx.used_ports) - ours
+        chosen: dict[int, dict[str, int]] = {}
+        for index, record in records.items():
+            previous = record.ports if record is not None else {}
+            if index in running and previous:
+                chosen[index] = dict(previous)
+                avoid |= set(previous.values())
+                continue
+            ports: dict[str, int] = {}
+            for key in self.KEYS:
+                wanted = self.agent_port if index == 0 and key == "http" else None
+                option = "--consul-port" if wanted else ""
+                ports[key] = choose_port("consul", wanted, previous.get(key), avoid, option)
+                avoid.add(ports[key])
+            chosen[index] = ports
+        self._ports = chosen
+        return chosen
+
+
+def consul_leader(address: str, timeout_s: float = 2.0) -> str | None:
+    """The raft leader's server address ('127.0.0.1:8300') as the agent at `address` sees it."""
+    url = consul_http_url(address).rstrip("/") + "/v1/status/leader"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            leader = json.loads(response.read() or b'""')
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return str(leader) if leader else None

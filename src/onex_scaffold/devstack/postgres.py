@@ -8,7 +8,6 @@ initdb and postgres refuse to run as root, so as root both run as the `postgres`
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 import pwd
 import re
@@ -16,7 +15,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -26,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 from onex_scaffold.devstack.base import LaunchPlan, Service, StartContext
 from onex_scaffold.devstack.errors import MissingToolError, ServiceStartError
 from onex_scaffold.devstack.ports import choose_port
-from onex_scaffold.devstack.state import ServiceRecord
+from onex_scaffold.devstack.state import CreatedFolders, ServiceRecord, make_private_temp_dir
 
 DATABASE_VAR = "DATABASE_URL"
 DATABASE_NAME = "onex"
@@ -131,27 +129,34 @@ class PostgresService(Service):
     def _chown(self, path: Path) -> None:
         if self._user is not None:
             account = pwd.getpwnam(self._user)
-            os.chown(path, account.pw_uid, account.pw_gid)
+            os.chown(path, account.pw_uid, account.pw_gid, follow_symlinks=False)
 
     def _home(self, dev_dir: Path) -> Path:
         """The cluster folder: .onex-dev/postgres, owned by the user the server runs as.
 
         When that user cannot reach .onex-dev (a project under /root or a 0700 temp folder),
-        the cluster lives in a folder of the system temp dir and .onex-dev/postgres links to it.
+        the cluster lives in a private folder of the system temp dir (unpredictable name,
+        0700, recorded in created.json) and .onex-dev/postgres links to it. A link is only
+        followed to a folder `up` recorded and that is still a private directory of that user;
+        anything else (a planted link, a folder someone replaced) is never chowned or reused.
         """
+        created = CreatedFolders(dev_dir)
         link = dev_dir / "postgres"
-        if self._user is None:
-            link.mkdir(parents=True, exist_ok=True)
+        uid = os.geteuid() if self._user is None else pwd.getpwnam(self._user).pw_uid
+        if link.is_symlink():
+            target = Path(os.readlink(link))
+            if target.is_absolute() and created.owns(target, uid):
+                return target
+            link.unlink()  # not ours, or no longer private: drop the link, never follow it
+        if self._user is None or _traversable_by(dev_dir, uid, pwd.getpwnam(self._user).pw_gid):
+            link.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._chown(link)  # a real folder inside .onex-dev (links were dropped above)
+            created.add(link, uid)
             return link
-        account = pwd.getpwnam(self._user)
-        if link.is_symlink() or _traversable_by(dev_dir, account.pw_uid, account.pw_gid):
-            target = link.resolve() if link.is_symlink() else link
-        else:
-            digest = hashlib.sha256(str(dev_dir).encode()).hexdigest()[:12]
-            target = Path(tempfile.gettempdir()) / f"onex-dev-postgres-{digest}"
-            link.symlink_to(target, target_is_directory=True)
-        target.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._chown(target)
+        target = make_private_temp_dir("postgres")
+        self._chown(target)  # created just now by us: no one else can have swapped it
+        created.add(target, uid)
+        link.symlink_to(target, target_is_directory=True)
         return target
 
     def plan(self, ctx: StartContext) -> LaunchPlan:

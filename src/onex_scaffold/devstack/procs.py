@@ -57,6 +57,13 @@ def is_running(info: ProcessInfo) -> bool:
     return state != "Z" and start_ticks == info.start_ticks
 
 
+def recorded_alive(pid: int | None, start_ticks: int | None) -> bool:
+    """`is_running` for a recorded pid and start time, either of which may be missing."""
+    if pid is None or start_ticks is None:
+        return False
+    return is_running(ProcessInfo(pid=pid, start_ticks=start_ticks))
+
+
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) PIDs whose process group is `pgid`."""
     members: list[int] = []

@@ -91,7 +91,11 @@ class RegistryService(Service):
     name = "registry"
     start_timeout_s = 60.0
 
-    def __init__(self) -> None:
+    def __init__(self, index: int = 1, size: int = 1) -> None:
+        # Several instances share one consumer group and write the same registrations to
+        # Consul (idempotent); each has its own INSTANCE_ID and port.
+        self.index = index
+        self.size = size
         self._source: Path | None = None
 
     def prepare(self, ctx: StartContext) -> None:
@@ -115,14 +119,20 @@ class RegistryService(Service):
                 raise MissingToolError(f"the registry needs {var}; start kafka and consul first")
         env.update(
             SERVICE_HOST="127.0.0.1",
+            # Loopback only: the node's own default (all interfaces) suits containers, not a
+            # development machine.
+            SERVICE_BIND_HOST="127.0.0.1",
             SERVICE_PORT=str(port),
-            INSTANCE_ID=INSTANCE_ID,
+            INSTANCE_ID=INSTANCE_ID if self.size == 1 else f"{INSTANCE_ID}-{self.index}",
             PYTHONUNBUFFERED="1",
         )
+        url = f"http://127.0.0.1:{port}"
+        # ONEX_REGISTRY_URL names the first instance; the others are ONEX_REGISTRY_URL_2, ...
+        var = REGISTRY_VAR if self.index == 1 else f"{REGISTRY_VAR}_{self.index}"
         return LaunchPlan(
             argv=[sys.executable, "start_node.py"],
             ports={"http": port},
-            provides={REGISTRY_VAR: f"http://127.0.0.1:{port}"},
+            provides={var: url},
             version=registry_version(self._source),
             kind="onex-registry",
             cwd=self._source,
@@ -130,4 +140,6 @@ class RegistryService(Service):
         )
 
     def probe(self, record: ServiceRecord) -> str | None:
+        if "http" in record.ports:
+            return probe_registry(f"http://127.0.0.1:{record.ports['http']}")
         return probe_registry(record.env[REGISTRY_VAR])

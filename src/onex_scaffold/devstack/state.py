@@ -1,9 +1,14 @@
-"""Runtime state under `.onex-dev/`: what runs where (state.json) and the env file."""
+"""Runtime state under `.onex-dev/`: what runs where (state.json), the env file, and the
+folders `up` created (created.json, the only ones `down --purge` may delete)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
+import shutil
+import stat
+import tempfile
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -94,3 +99,83 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+# Folders of ours outside `.onex-dev/` always live in the system temp dir with this prefix.
+TEMP_PREFIX = "onex-dev-"
+
+
+class CreatedFolders:
+    """`.onex-dev/created.json`: every data folder `up` created, kept across `down`.
+
+    `down --purge` deletes exactly these (and nothing a link points to): a folder must still be
+    a real directory (not a symlink) owned by the user recorded at creation. Folders outside
+    `.onex-dev/` must also sit directly in the system temp dir under our prefix.
+    """
+
+    def __init__(self, dev_dir: Path) -> None:
+        self.dev_dir = dev_dir
+        self.path = dev_dir / "created.json"
+
+    def load(self) -> dict[str, int]:
+        """Recorded folder -> owner uid."""
+        try:
+            data = json.loads(self.path.read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {str(k): int(v) for k, v in data.items() if isinstance(v, int)}
+
+    def add(self, folder: Path, uid: int) -> None:
+        entries = self.load()
+        entries[str(folder)] = uid
+        self.dev_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write(self.path, json.dumps(entries, indent=2, sort_keys=True) + "\n")
+
+    def owns(self, folder: Path, uid: int) -> bool:
+        """True when `folder` is recorded for `uid` and is still that real, private directory."""
+        return self.load().get(str(folder)) == uid and is_private_dir(folder, uid)
+
+    def purge(self) -> list[str]:
+        """Delete every recorded folder that is still ours; returns what was deleted."""
+        removed: list[str] = []
+        for name, uid in sorted(self.load().items()):
+            folder = Path(name)
+            if not self.allowed(folder) or not _is_real_dir_of(folder, uid):
+                continue
+            # rmtree never follows links inside the tree (fd-based on Linux).
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(name)
+        self.path.unlink(missing_ok=True)
+        return removed
+
+    def allowed(self, folder: Path) -> bool:
+        """Inside `.onex-dev/`, or a direct child of the temp dir carrying our prefix."""
+        if folder.is_relative_to(self.dev_dir) and ".." not in folder.parts:
+            return folder != self.dev_dir
+        temp = Path(tempfile.gettempdir()).resolve()
+        return folder.parent == temp and folder.name.startswith(TEMP_PREFIX)
+
+
+def _is_real_dir_of(folder: Path, uid: int) -> bool:
+    try:
+        info = os.lstat(folder)
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == uid
+
+
+def is_private_dir(folder: Path, uid: int) -> bool:
+    """A real directory (not a link) owned by `uid` that nobody else may enter (0700)."""
+    try:
+        info = os.lstat(folder)
+    except OSError:
+        return False
+    private = stat.S_IMODE(info.st_mode) & 0o077 == 0
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == uid and private
+
+
+def make_private_temp_dir(purpose: str) -> Path:
+    """A new folder in the system temp dir: unpredictable name, mode 0700, created atomically."""
+    return Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{purpose}-")).resolve()

@@ -1,0 +1,299 @@
+"""Members of the live cluster die while nodes work: nothing is lost, everything recovers.
+
+Every loop here is bounded in count and in time. Figures go into the chaos report.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from chaos_helpers import (
+    PUBLISHER,
+    REPORT,
+    BurstLog,
+    consul_leader_member,
+    create_topic,
+    in_sync_replicas,
+    node_ready,
+    partition_leader,
+    passing_ids,
+    read_topic,
+    render_publisher,
+    wait_until,
+)
+from registry_helpers import NodeProcess, start_node
+
+from onex_scaffold.devstack.stack import Stack
+from onex_scaffold.devstack.testing import StackAddresses
+
+EVENTS = 10_000
+
+
+@pytest.fixture(scope="module")
+def publisher_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return render_publisher(tmp_path_factory.mktemp("chaos"))
+
+
+@pytest.fixture
+def nodes() -> Iterator[list[NodeProcess]]:
+    """Node processes a test started; stopped (by PID) whatever the outcome."""
+    started: list[NodeProcess] = []
+    yield started
+    for node in started:
+        if node.process.poll() is None:
+            node.process.send_signal(signal.SIGTERM)
+    for node in started:
+        try:
+            node.process.wait(15)
+        except subprocess.TimeoutExpired:  # stuck in shutdown: kill it
+            node.process.kill()
+            node.process.wait(5)
+
+
+def launch(
+    nodes: list[NodeProcess],
+    project: Path,
+    addresses: StackAddresses,
+    log_dir: Path,
+    **env: str,
+) -> NodeProcess:
+    # Readiness follows the broker closely: probe Kafka every second, heartbeat every 2 s.
+    extra = {"KAFKA_PROBE_INTERVAL_S": "1", **env}
+    node = start_node(project, PUBLISHER, addresses, log_dir, extra_env=extra)
+    nodes.append(node)
+    return node
+
+
+def registered(addresses: StackAddresses, node: NodeProcess) -> bool:
+    ids = passing_ids(addresses.consul_url, PUBLISHER)
+    return ids is not None and node.service_id in ids
+
+
+class HealthSampler:
+    """Polls a node's /health every 0.2 s in a thread; records how long it was not ready."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.samples: list[tuple[float, bool]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> HealthSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2) and len(self.samples) < 10_000:
+            self.samples.append((time.time(), node_ready(self.port)))
+
+    def not_ready_s(self) -> float:
+        total, previous = 0.0, None
+        for moment, ready in self.samples:
+            if previous is not None and not previous[1]:
+                total += moment - previous[0]
+            previous = (moment, ready)
+        return round(total, 2)
+
+
+def test_partition_leader_killed_while_a_node_publishes_10000_awaited_events(
+    members_back: Stack,
+    addresses: StackAddresses,
+    publisher_project: Path,
+    nodes: list[NodeProcess],
+    tmp_path: Path,
+) -> None:
+    cluster = members_back
+    topic = create_topic(addresses)
+    leader = partition_leader(addresses, topic)
+    assert leader is not None
+    burst = tmp_path / "burst.jsonl"
+    started = time.time()
+    node = launch(
+        nodes, publisher_project, addresses, tmp_path,
+        CHAOS_EVENTS=str(EVENTS), CHAOS_TOPIC=topic, CHAOS_LOG=str(burst),
+        CHAOS_WINDOW="100", CHAOS_PAUSE_S="0.03",
+    )  # fmt: skip
+    wait_until("2,000 events delivered", lambda: len(BurstLog.read(burst).delivered) >= 2000, 120)
+    with HealthSampler(node.port) as health:
+        killed_at = time.time()
+        cluster.stop(f"kafka-{leader}", kill=True)
+        wait_until("the burst finished", lambda: BurstLog.read(burst).done, 240, 0.5)
+        new_leader = wait_until("a new leader", lambda: partition_leader(addresses, topic), 30)
+        wait_until("the node ready again by itself", lambda: node_ready(node.port), 60, 0.5)
+    log = BurstLog.read(burst)
+    assert not log.failed, (
+        f"{len(log.failed)} publishes failed, e.g. {list(log.failed.items())[:3]}"
+    )
+    assert sorted(log.delivered) == list(range(EVENTS))
+    assert new_leader != leader
+    seqs, ids = read_topic(addresses, topic, EVENTS, 120)
+    assert sorted(seqs) == list(range(EVENTS)), f"missing: {set(range(EVENTS)) - set(seqs)}"
+    duplicates = {seq: n for seq, n in seqs.items() if n > 1}
+    assert not duplicates, f"read more than once: {list(duplicates.items())[:5]}"
+    assert len(ids) == EVENTS
+    REPORT["partition_leader_kill"] = {
+        "events": EVENTS,
+        "killed": f"kafka-{leader}",
+        "new_leader": f"kafka-{new_leader}",
+        "publish_stall_s": log.stall_after(killed_at),
+        "node_not_ready_s": health.not_ready_s(),
+        "burst_s": round(max(log.delivered.values()) - started, 1),
+        "read_exactly_once": True,
+    }
+
+
+def test_all_brokers_restarted_one_after_another_while_nodes_publish_and_register(
+    members_back: Stack,
+    addresses: StackAddresses,
+    publisher_project: Path,
+    nodes: list[NodeProcess],
+    tmp_path: Path,
+) -> None:
+    cluster = members_back
+    topic = create_topic(addresses, partitions=3)
+    burst, stop_file = tmp_path / "burst.jsonl", tmp_path / "stop"
+    # At most 20,000 events, 10 every 0.1 s, until the last broker is back.
+    launch(
+        nodes, publisher_project, addresses, tmp_path,
+        CHAOS_EVENTS="20000", CHAOS_TOPIC=topic, CHAOS_LOG=str(burst),
+        CHAOS_WINDOW="10", CHAOS_PAUSE_S="0.1", CHAOS_STOP_FILE=str(stop_file),
+    )  # fmt: skip
+    wait_until("the first events", lambda: BurstLog.read(burst).delivered, 90)
+    joined: list[NodeProcess] = []
+    durations: dict[str, float] = {}
+    for index in (1, 2, 3):
+        began = time.monotonic()
+        cluster.restart(f"kafka-{index}")
+        # The next broker goes only when this one caught up: three copies in sync again.
+        for partition in range(3):
+            wait_until(
+                f"kafka-{index} back in the ISR of partition {partition}",
+                lambda p=partition: len(in_sync_replicas(addresses, topic, p)) == 3,
+                90,
+                0.5,
+            )
+        durations[f"kafka-{index}"] = round(time.monotonic() - began, 1)
+        # A node starting now must be registered by the registry (over the same brokers).
+        joined.append(launch(nodes, publisher_project, addresses, tmp_path))
+    assert not BurstLog.read(burst).done, "the burst ended before the last restart"
+    stop_file.touch()
+    wait_until("the burst finished", lambda: BurstLog.read(burst).done, 120, 0.5)
+    for node in joined:
+        wait_until(
+            f"{node.service_id} passing in Consul", lambda n=node: registered(addresses, n), 60
+        )
+    log = BurstLog.read(burst)
+    assert not log.failed, (
+        f"{len(log.failed)} publishes failed, e.g. {list(log.failed.items())[:3]}"
+    )
+    count = len(log.delivered)
+    assert sorted(log.delivered) == list(range(count))
+    seqs, ids = read_topic(addresses, topic, count, 120)
+    assert sorted(seqs) == list(range(count)), (
+        f"missing: {sorted(set(range(count)) - set(seqs))[:10]}"
+    )
+    # Downstream of an idempotent handler (one effect per event id) every event counts once.
+    assert len(ids) == count
+    REPORT["rolling_broker_restart"] = {
+        "events": count,
+        "restart_s": durations,
+        "raw_duplicates": sum(seqs.values()) - count,
+        "nodes_registered_during": len(joined),
+    }
+
+
+def test_consul_leader_killed_a_node_started_during_the_election_is_registered(
+    members_back: Stack,
+    addresses: StackAddresses,
+    publisher_project: Path,
+    nodes: list[NodeProcess],
+    tmp_path: Path,
+) -> None:
+    cluster = members_back
+    before = [launch(nodes, publisher_project, addresses, tmp_path) for _ in range(2)]
+    for node in before:
+        wait_until(f"{node.service_id} passing", lambda n=node: registered(addresses, n), 90)
+    leader = consul_leader_member(cluster)
+    assert leader is not None, "no Consul leader before the kill"
+    killed_at = time.monotonic()
+    cluster.stop(leader, kill=True)
+    during = launch(nodes, publisher_project, addresses, tmp_path)
+    new_leader = wait_until(
+        "a new Consul leader", lambda: (m := consul_leader_member(cluster)) != leader and m, 60
+    )
+    elected_after = time.monotonic() - killed_at
+    wait_until(
+        "the node started during the election passing", lambda: registered(addresses, during), 90
+    )
+    registered_after = time.monotonic() - killed_at
+    ids = passing_ids(addresses.consul_url, PUBLISHER) or set()
+    assert {node.service_id for node in before} <= ids, "a node registered before was lost"
+    REPORT["consul_leader_kill"] = {
+        "killed": leader,
+        "new_leader": new_leader,
+        "new_leader_after_s": round(elected_after, 2),
+        "node_passing_after_s": round(registered_after, 2),
+        "registration_gap_after_election_s": round(registered_after - elected_after, 2),
+    }
+
+
+def test_one_of_two_registries_killed_while_nodes_start_and_stop(
+    members_back: Stack,
+    addresses: StackAddresses,
+    publisher_project: Path,
+    nodes: list[NodeProcess],
+    tmp_path: Path,
+) -> None:
+    cluster = members_back
+    steady, leaving = (launch(nodes, publisher_project, addresses, tmp_path) for _ in range(2))
+    for node in (steady, leaving):
+        wait_until(f"{node.service_id} passing", lambda n=node: registered(addresses, n), 90)
+    misses: list[float] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        # What a node's discovery sees: the steady node must never vanish.
+        for _ in range(3000):
+            if stop.wait(0.1):
+                return
+            ids = passing_ids(addresses.consul_url, PUBLISHER)
+            if ids is None or steady.service_id not in ids:
+                misses.append(time.time())
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        cluster.stop("registry-1", kill=True)
+        arriving = launch(nodes, publisher_project, addresses, tmp_path)
+        assert leaving.stop(signal.SIGTERM) == 0, leaving.log()
+        began = time.monotonic()
+        wait_until("the new node passing", lambda: registered(addresses, arriving), 90)
+        arrived_after = time.monotonic() - began
+        wait_until(
+            "the stopped node gone from Consul",
+            lambda: (
+                leaving.service_id not in (passing_ids(addresses.consul_url, PUBLISHER) or {""})
+            ),
+            60,
+        )
+        left_after = time.monotonic() - began
+    finally:
+        stop.set()
+        watcher.join(5)
+    assert not misses, f"discovery lost the steady node {len(misses)} times"
+    REPORT["registry_instance_kill"] = {
+        "killed": "registry-1",
+        "start_reached_consul_s": round(arrived_after, 2),
+        "stop_reached_consul_s": round(left_after, 2),
+        "discovery_misses": len(misses),
+    }

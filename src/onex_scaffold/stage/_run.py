@@ -219,11 +219,13 @@ class StageRun:
         if isinstance(old_service, str) and old_service != self.answers["service_name"]:
             old_package = naming.package_name(old_service)
             raise GateFailed(
-                f"{self.target} holds the node {old_service!r} (package {old_package}); "
+                f"{self.target} holds the node {safe_repr(old_service)} (package "
+                f"{safe_repr(old_package)}); "
                 f"service_name {safe_repr(self.answers['service_name'])} would rename its "
                 f"package to {self.answers['package_name']} and drop the owner's code in "
-                f"{old_package}/. An update never renames a node: keep service_name "
-                f"{old_service!r}, or generate the new node into another folder"
+                f"{safe_repr(old_package)}/. An update never renames a node: keep "
+                f"service_name {safe_repr(old_service)}, or generate the new node into "
+                "another folder"
             )
         if isinstance(old_name, str) and old_name != self.answers["node_name"]:
             node_type = self.answers["node_type"]
@@ -233,7 +235,7 @@ class StageRun:
                 f"{safe_repr(self.answers['node_name'])} would rename it to "
                 f"{naming.class_name(self.answers['node_name'], node_type)}, which the "
                 "owner's code may import. An update never renames a node: keep node_name "
-                f"{old_name!r}, or generate the new node into another folder"
+                f"{safe_repr(old_name)}, or generate the new node into another folder"
             )
 
     def _output_from_generation_result(self) -> str:

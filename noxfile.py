@@ -157,7 +157,9 @@ def _omnibase_python(session: nox.Session) -> str:
 
 @nox.session
 def e2e(session: nox.Session) -> None:
-    """Start the real stack, run the e2e tests against it, stop it again."""
+    """Start the real stack, run the e2e tests against it, then `onex-node pipeline
+    regenerate-self --check` (our nodes are what the live pipeline makes from their PRD.md),
+    stop it again."""
     _refuse_nested_repositories(session)
     session.install(*TEST_DEPS)
     omnibase_python = _omnibase_python(session)
@@ -169,6 +171,12 @@ def e2e(session: nox.Session) -> None:
             ONEX_E2E_REQUIRED="1", ONEX_DEV_ROOT=str(ROOT), ONEX_OMNIBASE_PYTHON=omnibase_python
         )
         session.run("pytest", "-m", "e2e", *session.posargs, env=env)
+        if not session.posargs:
+            # Our own nodes are exactly what the running pipeline makes from their PRD.md.
+            session.run(
+                "onex-node", "pipeline", "regenerate-self", "--check", "--root", str(ROOT),
+                env=env,
+            )  # fmt: skip
     finally:
         if was_running:
             session.log("the stack was running before this session: left running")

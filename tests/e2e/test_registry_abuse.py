@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,8 +39,10 @@ from registry_helpers import (
     registry_restarted_with,
     registry_url,
     say_goodbye,
+    start_node,
     wait_for,
 )
+from test_registry import SERVICE, writer_project  # noqa: F401 - the shared fixture
 
 from onex_scaffold.devstack.registry import probe_registry
 from onex_scaffold.devstack.stack import Stack
@@ -337,7 +340,12 @@ def test_silent_records_and_orphaned_manifests_expire(
 
 
 def test_with_a_discovery_key_only_signed_records_count(
-    stack: StackAddresses, consul: ConsulHttp, registry: str
+    stack: StackAddresses,
+    consul: ConsulHttp,
+    registry: str,
+    database_url: str,
+    writer_project: Path,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     from onex_registry.runtime.signing import DiscoverySigner
 
@@ -373,6 +381,17 @@ def test_with_a_discovery_key_only_signed_records_count(
             produce_record(prod, BYE, envelope(naming.EVENT_NODE_SHUTDOWN, bye), skey)
             time.sleep(2)
             assert consul.status(service_id(signed)) == "passing"
+            # A generated node given the key signs its announcement, heartbeats and goodbye.
+            node = start_node(
+                writer_project, SERVICE, stack, tmp_path, extra_env={"ONEX_DISCOVERY_KEY": key}
+            )
+            try:
+                wait_for(
+                    "signing node passing", lambda: consul.status(node.service_id) == "passing", 60
+                )
+            finally:
+                assert node.stop() == 0, node.log()
+            wait_for("signing node gone", lambda: consul.status(node.service_id) is None, 15)
         finally:
             bye = {
                 "node_id": skey,

@@ -323,14 +323,14 @@ def test_silent_records_and_orphaned_manifests_expire(
     with urllib.request.urlopen(request, timeout=5):
         pass
     with registry_restarted_with(
-        REGISTRY_NODE_TTL_S="2", REGISTRY_RECORD_TTL_S="4", REGISTRY_EXPIRY_INTERVAL_S="1"
+        REGISTRY_NODE_TTL_S="10", REGISTRY_RECORD_TTL_S="12", REGISTRY_EXPIRY_INTERVAL_S="1"
     ):
         with reader(stack, [INTRO], from_beginning=False) as intro:
             announce(prod, node)  # no heartbeats follow: the node is silent
             wait_for("registered", lambda: consul.status(sid) is not None, 40)
             started = time.monotonic()
             tombstone = find_record(
-                intro, lambda m: (m.key() or b"").decode() == key and m.value() is None, 30
+                intro, lambda m: (m.key() or b"").decode() == key and m.value() is None, 60
             )
             assert tombstone is not None
             print(f"\nsilent node tombstoned {time.monotonic() - started:.1f} s after registering")

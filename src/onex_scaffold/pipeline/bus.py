@@ -50,7 +50,9 @@ def ensure_topics(bootstrap_servers: str, environment: str, timeout_s: float = 1
         NewTopic,
     )
 
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    admin = AdminClient(
+        {"bootstrap.servers": bootstrap_servers, "logger": logging.getLogger(f"{__name__}.kafka")}
+    )
     wanted = events.pipeline_topics(environment)
     metadata = admin.list_topics(timeout=timeout_s)
     missing = [t for t in wanted if t not in metadata.topics]

@@ -50,9 +50,11 @@ def ensure_topics(bootstrap_servers: str, environment: str, timeout_s: float = 1
         NewTopic,
     )
 
-    admin = AdminClient(
-        {"bootstrap.servers": bootstrap_servers, "logger": logging.getLogger(f"{__name__}.kafka")}
-    )
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap_servers,
+        "logger": logging.getLogger(f"{__name__}.kafka"),
+    }
+    admin = AdminClient(config)
     wanted = events.pipeline_topics(environment)
     metadata = admin.list_topics(timeout=timeout_s)
     missing = [t for t in wanted if t not in metadata.topics]

@@ -14,23 +14,9 @@ import tarfile
 from pathlib import Path
 from typing import Final
 
+from onex_scaffold._files import SKIPPED_DIRS
 from onex_scaffold.pipeline.events import NodeArchive
 
-#: Folders never packed (caches, virtualenvs, VCS).
-SKIPPED_DIRS: Final = frozenset(
-    {
-        ".git",
-        ".venv",
-        "venv",
-        ".nox",
-        ".tox",
-        "node_modules",
-        "__pycache__",
-        ".mypy_cache",
-        ".pytest_cache",
-        ".ruff_cache",
-    }
-)
 #: Most files and bytes (uncompressed) an archive may unpack to.
 MAX_FILES: Final = 2000
 MAX_UNPACKED_BYTES: Final = 64 * 1024 * 1024
@@ -40,6 +26,12 @@ class ArchiveError(ValueError):
     """The archive is damaged, too large or holds something a node never has."""
 
 
+def _private(filename: str) -> bool:
+    """The owner's environment files (``.env``, ``.env.local`` ...): they may hold secrets, so
+    they never travel on the bus and the pipeline never writes them (``.env.template`` does)."""
+    return filename == ".env" or (filename.startswith(".env.") and filename != ".env.template")
+
+
 def node_files(root: Path) -> list[str]:
     """Regular files under ``root`` (relative, sorted), skipping caches and VCS folders."""
     files: list[str] = []
@@ -47,6 +39,8 @@ def node_files(root: Path) -> list[str]:
         dirnames[:] = sorted(d for d in dirnames if d not in SKIPPED_DIRS)
         for filename in filenames:
             path = Path(dirpath) / filename
+            if _private(filename):
+                continue
             if path.is_file() and not path.is_symlink() and not filename.endswith(".pyc"):
                 files.append(path.relative_to(root).as_posix())
     return sorted(files)

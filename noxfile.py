@@ -8,10 +8,12 @@ stack again, unless a stack was already running in this folder before the sessio
 
 from __future__ import annotations
 
+import glob
 import itertools
 import json
 import shlex
 import shutil
+import subprocess
 from pathlib import Path
 
 import nox
@@ -118,16 +120,55 @@ def _stack_env(root: Path = ROOT) -> dict[str, str]:
     return env
 
 
+#: omnibase-core (PyPI, Python >= 3.12), for the e2e test of the registry reading its events.
+OMNIBASE_REQUIREMENTS = ("omnibase-core>=0.47,<0.48", "confluent-kafka>=2.6")
+
+
+def _python312() -> str | None:
+    """A working Python 3.12: on PATH (a pyenv shim that fails does not count), else pyenv's."""
+    candidates = [shutil.which("python3.12")]
+    candidates += sorted(glob.glob(str(Path.home() / ".pyenv/versions/3.12*/bin/python3.12")))
+    for candidate in candidates:
+        if candidate and subprocess.run(
+            [candidate, "-c", "import sys; assert sys.version_info[:2] == (3, 12)"],
+            capture_output=True, check=False,
+        ).returncode == 0:  # fmt: skip
+            return candidate
+    return None
+
+
+def _omnibase_python(session: nox.Session) -> str:
+    """The interpreter of a Python 3.12 environment with omnibase-core (made once, reused)."""
+    python = _python312()
+    if python is None:
+        session.error(
+            "the omnibase_core e2e test needs Python 3.12 (python3.12 on PATH or under "
+            "~/.pyenv/versions/3.12*); install it, e.g. `pyenv install 3.12`"
+        )
+    venv = ROOT / ".nox" / "omnibase-core-py312"
+    interpreter = venv / "bin" / "python"
+    if not interpreter.exists():
+        session.run(python, "-m", "venv", str(venv), external=True)
+    session.run(
+        str(interpreter), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+        *OMNIBASE_REQUIREMENTS, external=True,
+    )  # fmt: skip
+    return str(interpreter)
+
+
 @nox.session
 def e2e(session: nox.Session) -> None:
     """Start the real stack, run the e2e tests against it, stop it again."""
     _refuse_nested_repositories(session)
     session.install(*TEST_DEPS)
+    omnibase_python = _omnibase_python(session)
     was_running = _stack_running(session)
     try:
         session.run("onex-node", "dev", "--root", str(ROOT), "up", "--postgres")
         env = _stack_env()
-        env.update(ONEX_E2E_REQUIRED="1", ONEX_DEV_ROOT=str(ROOT))
+        env.update(
+            ONEX_E2E_REQUIRED="1", ONEX_DEV_ROOT=str(ROOT), ONEX_OMNIBASE_PYTHON=omnibase_python
+        )
         session.run("pytest", "-m", "e2e", *session.posargs, env=env)
     finally:
         if was_running:

@@ -86,6 +86,8 @@ def derive(answers: Mapping[str, Any]) -> dict[str, Any]:
             (node_type == "effect" and answers.get("use_postgres"))
             or (node_type == "reducer" and answers.get("state_backend") == "postgres")
         )
+        # The effect's out-of-the-box PostgreSQL writer (writer.py).
+        out["postgres_writer"] = bool(node_type == "effect" and answers.get("use_postgres"))
         out["uses_kafka"] = node_type != "compute" or bool(answers.get("event_bus_enabled", True))
         out["env_vars"] = envvars.env_vars(answers)
         if _valid(node_name, "node_name"):
@@ -167,6 +169,7 @@ _PURPOSES = {
     "failed": "failed request, with the error",
     "state_updated": "state after each persisted aggregation window",
     "workflow_completed": "workflow result, carrying the request's correlation_id",
+    "workflow_status": "replies to get_workflow_status (the run is not started again)",
     "workflow_failed": "failed workflow, with the error and the correlation_id",
 }
 _CONSUMED_ROLES = ("introspection_request", "command")

@@ -135,6 +135,13 @@ def env_vars(answers: Mapping[str, Any]) -> list[dict[str, Any]]:
         add(g, "KAFKA_SSL_CERTIFICATE_LOCATION", "", "Client certificate file")
         add(g, "KAFKA_SSL_KEY_LOCATION", "", "Client key file")
         add(g, "KAFKA_SSL_KEY_PASSWORD", "", "Client key password (secret)", secret=True)
+        add(
+            g,
+            "ONEX_DISCOVERY_KEY",
+            "",
+            "Signs discovery records (HMAC); a registry given it accepts only signed ones (secret)",
+            secret=True,
+        )
         g = "Kafka client timings"
         add(
             g,

@@ -33,6 +33,8 @@ class NodeRow:
     instance_id: str
     domain: str
     check_output: str
+    #: The template version the node was rendered from (Meta ``template_version``).
+    template_version: str = ""
 
 
 def consul_address(explicit: str | None) -> str:
@@ -114,4 +116,5 @@ def _row(entry: dict[str, Any]) -> NodeRow:
         instance_id=meta.get("instance_id", ""),
         domain=meta.get("domain", ""),
         check_output="; ".join(o for o in outputs if o)[:200],
+        template_version=meta.get("template_version", ""),
     )

@@ -352,3 +352,69 @@ def say_goodbye(prod: Producer, event: ModelNodeIntrospectionEvent, flush: bool 
     prod.produce(naming.introspection_topic(ENV), value=None, key=key)
     if flush:
         assert prod.flush(15) == 0
+
+
+# -- abuse tests: dead letters, a registry restarted with other settings ---------------------
+
+
+def produce_record(
+    prod: Producer,
+    topic: str,
+    value: bytes | None,
+    key: str | None,
+    headers: list[tuple[str, str | bytes]] | None = None,
+) -> None:
+    errors: list[str] = []
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    prod.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+    remaining = prod.flush(15)
+    assert remaining == 0 and not errors, f"produce to {topic} failed: {errors or remaining}"
+
+
+def dead_letters(consumer: Consumer, keys: set[str], timeout_s: float = 30) -> dict[str, Any]:
+    """key -> the dead letter's payload, for every key in ``keys`` (fails after the limit)."""
+    seen: dict[str, Any] = {}
+    deadline = time.monotonic() + timeout_s
+    while seen.keys() < keys and time.monotonic() < deadline:
+        for message in consumer.consume(num_messages=200, timeout=0.2):
+            key = (message.key() or b"").decode(errors="replace")
+            if message.error() is None and key in keys:
+                seen[key] = json.loads(message.value() or b"null")["payload"]
+    missing = keys - seen.keys()
+    assert not missing, f"not dead-lettered within {timeout_s:.0f} s: {sorted(missing)}"
+    return seen
+
+
+def registry_ready(timeout_s: float = 120) -> str:
+    from onex_scaffold.devstack.registry import probe_registry
+
+    def ready() -> str | None:
+        url = registry_url()
+        return url if url is not None and probe_registry(url) is None else None
+
+    return wait_for("the registry answering /health with 200", ready, timeout_s, 0.2)
+
+
+@contextlib.contextmanager
+def registry_restarted_with(**env: str) -> Iterator[None]:
+    """Run the dev stack's registry with ``env`` added, then restart it as it was."""
+    from onex_scaffold.devstack.stack import Stack
+
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        Stack(dev_root()).restart("registry")
+        registry_ready()
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        Stack(dev_root()).restart("registry")
+        registry_ready()

@@ -143,3 +143,23 @@ def test_writer_is_idempotent_and_update_keeps_owner_files(tmp_path: Path, effec
     assert updated.completed is not None and updated.completed.mode in ("update", "regenerate")
     assert "# the owner's line" in handlers.read_text()
     assert before  # files existed before the update
+
+
+def test_dry_run_writes_nothing_and_lists_the_changes(tmp_path: Path, effect_prd: str) -> None:
+    target = tmp_path / "node"
+    dry = run_in_process(make_request(effect_prd, target, validation="fast", dry_run=True), "")
+    assert dry.completed is not None and not target.exists()
+    assert "order_writer/handlers.py" in dry.completed.changed_files
+
+
+def test_the_owner_s_env_file_never_travels(tmp_path: Path, effect_prd: str) -> None:
+    target = tmp_path / "node"
+    assert run_in_process(make_request(effect_prd, target, validation="fast"), "").completed
+    (target / ".env").write_text("SECRET=1\n")
+    (target / ".env.local").write_text("SECRET=2\n")
+    request = make_request(effect_prd, target, validation="fast")
+    assert request.existing is not None
+    packed = archive.unpack(request.existing, tmp_path / "unpacked")
+    assert ".env" not in packed and ".env.local" not in packed and ".env.template" in packed
+    assert run_in_process(request, "").completed is not None
+    assert (target / ".env").read_text() == "SECRET=1\n"

@@ -186,3 +186,23 @@ def test_node_id_is_stable_per_instance() -> None:
         naming.node_id_for("a", "i") == naming.node_id_for("a", "i") != naming.node_id_for("a", "j")
     )
     assert isinstance(NODE_ID, uuid.UUID)
+
+
+def test_the_template_version_a_node_announces_goes_into_meta() -> None:
+    from onex_registry.consul_registry import RegistrySettings, build_registration
+    from onex_registry.runtime.events import ModelNodeIntrospectionEvent
+
+    event = ModelNodeIntrospectionEvent.model_validate(
+        {
+            "node_id": "6f1b1e0a-8a8e-5c4e-9d3a-0e5f1c2b7a90",
+            "node_name": "Writer",
+            "node_type": "effect",
+            "service_name": "writer",
+            "domain": "database",
+            "version": "0.1.0",
+            "instance_id": "i1",
+            "capabilities": {"metadata": {"template_version": "v0.3.0"}},
+        }
+    )
+    meta = build_registration(event, RegistrySettings(consul_http_addr="x:1")).meta
+    assert meta["template_version"] == "v0.3.0"

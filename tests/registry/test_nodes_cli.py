@@ -25,6 +25,7 @@ ENTRY = {
             "version": "0.1.0",
             "instance_id": "demo-1",
             "domain": "database",
+            "template_version": "v0.3.0",
         },
     },
     "Checks": [
@@ -45,16 +46,20 @@ def test_row_takes_the_service_s_own_checks_and_meta() -> None:
     assert row.check_output == "connection refused"
     assert row.address == "127.0.0.1:8001"
     assert (row.node_type, row.version, row.node_id) == ("effect", "0.1.0", "94443ebe")
+    assert row.template_version == "v0.3.0"
 
 
 def test_table_lines_up_and_says_when_empty() -> None:
     table = nodes_cli.format_table([_fleet._row(ENTRY)])
     header, line = table.splitlines()
-    assert header.split() == ["SERVICE", "TYPE", "VERSION", "STATUS", "ADDRESS", "NODE", "ID"]
+    assert header.split() == [
+        "SERVICE", "TYPE", "VERSION", "TEMPLATE", "STATUS", "ADDRESS", "NODE", "ID"
+    ]  # fmt: skip
     assert line.split() == [
         "postgres-writer",
         "effect",
         "0.1.0",
+        "v0.3.0",
         "critical",
         "127.0.0.1:8001",
         "94443ebe",

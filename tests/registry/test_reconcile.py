@@ -308,3 +308,90 @@ def test_restarted_node_still_critical_in_consul_is_probed_again() -> None:
     view.introspection(registration(), 20, now=112)  # and started again, same ID
     plan = view.plan(112)
     assert plan.register == [] and [r.service_id for r in plan.promote] == [reg.service_id]
+
+
+# -- batching by bytes, isolating what Consul refuses, expiry ----------------------------------
+
+
+def test_manifests_are_batched_by_bytes_as_well_as_by_count() -> None:
+    from onex_registry.consul_registry import TXN_MAX_BYTES
+    from onex_registry.reconcile import manifest_batches, txn_cost
+
+    small = [registration(instance=f"s{i}") for i in range(150)]
+    assert [len(b) for b in manifest_batches(small, TXN_MAX_BYTES)] == [64, 64, 22]
+    big = [
+        registration(instance=f"b{i}", description="d" * 4000, tags=[f"t{j}" for j in range(30)])
+        for i in range(64)
+    ]
+    batches = manifest_batches(big, 32 * 1024)
+    assert len(batches) > 1
+    for batch in batches:
+        assert sum(txn_cost(r) for r in batch) <= 32 * 1024 or len(batch) == 1
+    assert [r for b in batches for r in b] == big  # nothing lost, order kept
+
+
+class RefusingAgent(FlakyAgent):
+    """Refuses (like Consul's 413/409) any transaction or registration touching ``poison``."""
+
+    def __init__(self, poison: str) -> None:
+        super().__init__(failures=0)
+        self.poison = poison
+        self.transactions: list[int] = []
+
+    def write_manifests(self, items: list[tuple[str, str]]) -> None:
+        from onex_registry.consul_registry import ConsulRefusedError
+
+        self.transactions.append(len(items))
+        if any(key == self.poison for key, _ in items):
+            raise ConsulRefusedError("Consul KV transaction failed: 413 Request body too large")
+        super().write_manifests(items)
+
+
+async def test_a_record_consul_refuses_is_isolated_and_dead_lettered() -> None:
+    settings = RegistrySettings(
+        reconcile_interval_s=0.05, initial_probe=False, consul_http_addr="x:1"
+    )
+    view = RegistryView(settings)
+    regs = [registration(instance=f"i{i}") for i in range(6)]
+    agent = RefusingAgent(poison=regs[2].kv_key)
+    loop = asyncio.get_running_loop()
+    reconciler = Reconciler(view, agent, settings, clock=loop.time)  # type: ignore[arg-type]
+    refused: list[tuple[str, str]] = []
+
+    async def on_refused(reg: Registration, reason: str) -> None:
+        refused.append((reg.node_id, reason))
+
+    reconciler.on_refused = on_refused
+    for reg in regs:
+        view.introspection(reg, 1, loop.time())
+    task = asyncio.create_task(reconciler.run())
+    try:
+        others = {r.service_id for r in regs} - {regs[2].service_id}
+        await wait_until(lambda: set(agent.services) == others)
+        assert refused and refused[0][0] == regs[2].node_id and "413" in refused[0][1]
+        assert regs[2].node_id not in view.records
+        assert reconciler.stats.refused == 1
+        await asyncio.sleep(0.2)
+        assert len(refused) == 1  # set aside once, not retried forever
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+def test_silent_records_expire_and_their_binding_is_freed() -> None:
+    settings = RegistrySettings(node_ttl_s=60, record_ttl_s=600, consul_http_addr="x:1")
+    view = RegistryView(settings)
+    alive, silent = registration(instance="a"), registration(instance="s")
+    view.introspection(alive, 1, now=1000)
+    view.introspection(silent, 1, now=100)
+    assert view.expire(now=650) == []
+    expired = view.expire(now=1001)
+    assert [r.registration.node_id for r in expired] == [silent.node_id]
+    assert silent.node_id not in view.records and silent.node_id in view.removals
+    assert {r.kv_key for r in view.plan(1001).remove} == {silent.kv_key}
+
+
+def test_record_ttl_below_node_ttl_is_refused() -> None:
+    with pytest.raises(ValueError, match="REGISTRY_RECORD_TTL_S"):
+        RegistrySettings(node_ttl_s=90, record_ttl_s=30, consul_http_addr="x:1")

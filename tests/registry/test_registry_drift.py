@@ -21,7 +21,14 @@ from onex_scaffold import _rerender
 
 REGISTRY = REPO_ROOT / "nodes" / "registry"
 #: Modules the registry adds to its package: owner-owned, never rendered by the template.
-OWNER_MODULES = ("consul_registry.py", "discovery.py", "reconcile.py", "service.py")
+OWNER_MODULES = (
+    "admission.py",
+    "consul_registry.py",
+    "discovery.py",
+    "omnibase.py",
+    "reconcile.py",
+    "service.py",
+)
 NODES = _rerender.node_folders(REPO_ROOT)
 
 

@@ -115,10 +115,35 @@ async def test_orchestrator_publishes_completion_with_the_correlation_id(
             node_env["KAFKA_ENVIRONMENT"], "rt-flow", "workflow-completed"
         )
         assert result.payload["correlation_id"] == str(correlation_id)
+        assert result.payload["workflow_id"] == str(correlation_id)
+        # The correlation id went through every step into the workflow's own result.
         assert result.payload["result"] == {
+            "correlation_id": str(correlation_id),
             "steps": ["validate_request", "process", "finalize"],
             "data": {"order": 7},
         }
+
+        # get_workflow_status over the bus: answered on its own topic, nothing re-run.
+        status_reader = testing.TopicReader(broker.bootstrap, [node.topics["workflow_status"]])
+        query_id = uuid.uuid4()
+        try:
+            await testing.send_event(
+                broker.bootstrap,
+                node.topics["command"],
+                "omninode.general.request.rt_flow.v1",
+                {"action": "get_workflow_status", "workflow_id": str(correlation_id)},
+                correlation_id=query_id,
+            )
+            [answer] = await status_reader.wait_for(
+                lambda m: testing.envelope_of(m).correlation_id == query_id, timeout_s=30
+            )
+        finally:
+            status_reader.close()
+        status = testing.envelope_of(answer).payload
+        assert status["status"] == "completed"
+        assert status["result"] == result.payload["result"]
+        await reader.drain(quiet_s=1.0)
+        assert len(reader.records) == 1  # no second workflow-completed event
     finally:
         await node.shutdown()
         reader.close()
@@ -184,6 +209,73 @@ async def test_reducer_aggregates_two_topics_persists_and_resumes_without_double
         await node.shutdown()
         reader.close()
     assert _stored_events(db) == 6
+
+
+async def test_reducer_refuses_bad_events_one_by_one_and_answers_get_state(
+    rendered: dict[str, RenderedNode], node_env: dict[str, str], broker: Broker
+) -> None:
+    """A window with a bad and a non-finite event: those two are dead-lettered alone, the
+    rest is applied; the state is asked for over the bus and over HTTP."""
+    project = rendered["reducer"]
+    naming, testing = _rt(project)
+    env = node_env["KAFKA_ENVIRONMENT"]
+    placed = naming.reducer_input_topic(env, "order-placed")
+    events_module = project.module("runtime.events")
+    node = project.node_class()()
+    updates = testing.TopicReader(broker.bootstrap, [node.topics["state_updated"]])
+    letters = testing.TopicReader(broker.bootstrap, [naming.dead_letter_topic(placed)])
+    answers = testing.TopicReader(broker.bootstrap, [node.topics["state"]])
+    try:
+        await node.initialize()
+        await testing.send_event(broker.bootstrap, placed, "shop.placed", {"amount": 2})
+        await testing.send_event(broker.bootstrap, placed, "shop.placed", {"amount": "lots"})
+        # NaN as JSON parsers write it (not valid JSON, but Python and others accept it).
+        nan = events_module.ModelEventEnvelope(
+            event_type="shop.placed",
+            correlation_id=uuid.uuid4(),
+            source=events_module.ModelEventSource(service="test", instance_id="t"),
+            payload={"amount": 123456.5},
+        )
+        raw = nan.to_bytes().replace(b"123456.5", b"NaN")
+        assert b"NaN" in raw
+        await testing.send_raw(broker.bootstrap, placed, raw, key="nan")
+        await testing.send_event(broker.bootstrap, placed, "shop.placed", {"amount": 3})
+        await updates.wait_for(
+            lambda m: testing.envelope_of(m).payload["state"]["events"] == 2, timeout_s=30
+        )
+        await letters.wait_for(lambda m: True, count=2, timeout_s=30)
+        assert node.state["totals"] == {"order-placed": 5.0}
+        last = testing.envelope_of(updates.records[-1]).payload
+        assert last["aggregate_id"] == node.aggregate_id
+        assert last["aggregation_window_ms"] == 500
+        assert last["event_count"] == last["events_applied"]
+
+        query_id = uuid.uuid4()
+        await testing.send_event(
+            broker.bootstrap,
+            node.topics["command"],
+            "omninode.general.request.rt_counter.v1",
+            {"action": "get_state"},
+            correlation_id=query_id,
+        )
+        [answer] = await answers.wait_for(
+            lambda m: testing.envelope_of(m).correlation_id == query_id, timeout_s=30
+        )
+        assert testing.envelope_of(answer).payload["state"] == node.state
+
+        status, body = await testing.http_request(node.health_endpoint.replace("/health", "/state"))
+        assert status == 200, body
+        assert json.loads(body)["state"] == node.state
+    finally:
+        await node.shutdown()
+        for reader in (updates, letters, answers):
+            reader.close()
+    stored = json.loads(
+        sqlite3.connect(node_env["REDUCER_STATE_PATH"])
+        .execute("SELECT state FROM onex_state")
+        .fetchone()[0]
+    )
+    assert stored["totals"] == {"order-placed": 5.0}
 
 
 async def _rewind_group(bootstrap: str, group: str, topics: list[str]) -> None:
@@ -258,7 +350,7 @@ def test_generated_postgres_projects_pass_against_kafka_and_postgresql(
         ["ruff", "check", "."],
         ["ruff", "format", "--check", "."],
         [sys.executable, "-m", "mypy"],
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:copier", "-p", "no:cacheprovider"],
+        [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:copier", "-p", "no:cacheprovider"],
     ):
         result = subprocess.run(
             command, cwd=project.path, env=env, capture_output=True, text=True, timeout=600
@@ -267,6 +359,12 @@ def test_generated_postgres_projects_pass_against_kafka_and_postgresql(
         assert result.returncode == 0, output
         if "pytest" in command:
             assert " skipped" not in result.stdout.splitlines()[-1], output
+    if node_type == "effect":
+        # The out-of-the-box writer: one row per command, a redelivered one too.
+        assert (
+            "PASSED tests/test_integration.py::test_a_command_becomes_exactly_one_row"
+            in result.stdout
+        ), result.stdout[-4000:]
 
 
 async def test_node_announces_again_when_the_registry_asks(

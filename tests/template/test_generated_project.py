@@ -119,3 +119,28 @@ def test_start_node_logs_node_and_instance_id(
     assert running, "".join(lines)
     assert re.search(r"node_id [0-9a-f-]{36}, instance_id start-node-test,", running[0])
     assert process.returncode == 0, "".join(lines) + (rest or "")
+
+
+def test_requires_postgres_without_postgres_says_what_to_regenerate(
+    rendered: dict[str, RenderedNode],
+) -> None:
+    """`requires_postgres = True` in a node generated without PostgreSQL: a clear error
+    naming the answer to regenerate with, not ModuleNotFoundError."""
+    node = rendered["effect"]
+    code = (
+        "from pg_writer import handlers\n"
+        "from pg_writer.node import ANSWERS\n"
+        "from pg_writer.runtime.effect import EffectNode, PostgresNotGeneratedError\n"
+        "class Wants(handlers.Handlers):\n"
+        "    requires_postgres = True\n"
+        "try:\n"
+        "    EffectNode(ANSWERS, Wants())\n"
+        "except PostgresNotGeneratedError as error:\n"
+        "    print(error)\n"
+    )
+    env = project_env()
+    env["PYTHONPATH"] = str(node.path)
+    out = run([sys.executable, "-c", code], node.path, env)
+    assert "requires_postgres is True" in out
+    assert "use_postgres=true" in out
+    assert "ModuleNotFoundError" not in out

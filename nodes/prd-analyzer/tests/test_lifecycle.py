@@ -15,6 +15,9 @@ from pydantic import BaseModel
 from prd_analyzer.node import (
     NodePRDAnalyzerCompute,
 )
+from prd_analyzer.runtime.commands import (
+    Command,
+)
 from prd_analyzer.runtime.testing import (
     http_request,
 )
@@ -82,3 +85,17 @@ def test_identity_is_stable(offline_env: None) -> None:
     assert first.identity.node_id == second.identity.node_id
     expected = "prd-analyzer"
     assert first.identity.service_name == expected
+
+
+async def test_commands_name_their_action(offline_env: None) -> None:
+    """`execute_compute` and `validate_input` commands, as the node announces them."""
+    node = NodePRDAnalyzerCompute()
+    node.compute = _total  # the runtime's dispatch is under test, not the owner's logic
+    run = Command.from_payload({"action": "execute_compute", "values": [1.0, 3.0]})
+    assert await node.execute(run) == await node.execute_compute({"values": [1.0, 3.0]})
+    valid = Command.from_payload({"action": "validate_input", "values": [1.0]})
+    assert await node.execute(valid) == {"status": "valid"}
+    invalid = await node.execute(
+        Command.from_payload({"action": "validate_input", "values": "nope"})
+    )
+    assert invalid is not None and invalid["status"] == "invalid"

@@ -20,12 +20,15 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import consul  # type: ignore[import-untyped]
+import consul.exceptions  # type: ignore[import-untyped]
 import requests
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .admission import DEFAULT_REFUSED_NETWORKS, AddressPolicy, AdmissionError, parse_health_url
 from .runtime import naming
 from .runtime.events import ModelNodeIntrospectionEvent
+from .runtime.signing import DiscoverySigner, parse_keys
 
 # ---------------------------------------------------------------------------
 # Consul's limits on service metadata (agent/structs: validateMetaPair).
@@ -40,8 +43,13 @@ _META_KEY_BAD_CHARS: Final = re.compile(r"[^A-Za-z0-9_-]")
 MANAGED_BY_KEY: Final = "onex_managed_by"
 MANAGED_BY_VALUE: Final = "onex-registry"
 FINGERPRINT_KEY: Final = "onex_fingerprint"
+#: The template version a node was rendered from (``onex-node nodes`` shows it).
+TEMPLATE_VERSION_KEY: Final = "template_version"
 #: Consul's limit on operations in one /v1/txn request.
 TXN_MAX_OPS: Final = 64
+#: Consul refuses a /v1/txn request body over 512 KiB (txn_max_req_len); a batch of KV
+#: writes stays under this many bytes of request body (base64 values and JSON around them).
+TXN_MAX_BYTES: Final = 384 * 1024
 
 _DURATION: Final = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h))+")
 _DURATION_PART: Final = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -91,6 +99,34 @@ class RegistrySettings(BaseSettings):
     promote_window_s: float = Field(default=15.0, ge=0)
     #: TTL of the heartbeat-fed check given to nodes that announce no health endpoint.
     heartbeat_ttl: str = "90s"
+    #: A node silent this long (no announcement, no heartbeat), or removed by Consul and
+    #: silent since, is forgotten: its record is tombstoned on the compacted topic and its
+    #: KV manifest deleted. At least ``node_ttl_s``.
+    record_ttl_s: float = Field(default=600.0, gt=0)
+    #: How often expired records and orphaned KV manifests are looked for.
+    expiry_interval_s: float = Field(default=30.0, gt=0)
+    #: Networks a health endpoint may point at (comma-separated CIDRs); empty: any address
+    #: not refused. The dev stack sets loopback.
+    allowed_networks: str = ""
+    #: Networks a health endpoint may never point at (link-local and cloud metadata).
+    refused_networks: str = DEFAULT_REFUSED_NETWORKS
+    #: Envelopes dated further ahead than this are refused (they would outrank the node's
+    #: real later announcements and shutdown).
+    max_clock_skew_s: float = Field(default=60.0, ge=0)
+    #: Nodes the registry holds at most; announcements of further nodes are dead-lettered.
+    max_nodes: int = Field(default=10_000, ge=1)
+    #: Requests to re-announce sent for heartbeats of unknown nodes: a sustained rate per
+    #: second and a burst (each service is asked at most every 5 s).
+    reannounce_per_s: float = Field(default=2.0, gt=0)
+    reannounce_burst: int = Field(default=10, ge=1)
+    #: Bytes of KV request body per Consul transaction (Consul's limit is 512 KiB).
+    txn_max_bytes: int = Field(default=TXN_MAX_BYTES, ge=4096, le=512 * 1024)
+    #: Also read omnibase_core's discovery topics (omnibase.py); their names get this prefix.
+    omnibase_core: bool = True
+    omnibase_topic_prefix: str = ""
+    #: When set, only discovery records signed with one of these keys are accepted
+    #: (runtime/signing.py); several keys, comma-separated, during a rotation.
+    discovery_key: SecretStr | None = Field(default=None, validation_alias="ONEX_DISCOVERY_KEY")
 
     @field_validator("check_interval", "check_timeout", "heartbeat_ttl")
     @classmethod
@@ -108,6 +144,36 @@ class RegistrySettings(BaseSettings):
                 f"REGISTRY_DEREGISTER_AFTER={value!r} is below Consul's 1m floor; use 1m or more"
             )
         return value
+
+    @field_validator("allowed_networks", "refused_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        AddressPolicy.from_text(value, "")
+        return value
+
+    @field_validator("discovery_key")
+    @classmethod
+    def _keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_keys(value.get_secret_value())
+        return value
+
+    def address_policy(self) -> AddressPolicy:
+        return AddressPolicy.from_text(self.allowed_networks, self.refused_networks)
+
+    def signer(self, environment: str) -> DiscoverySigner | None:
+        if self.discovery_key is None:
+            return None
+        return DiscoverySigner.from_text(self.discovery_key.get_secret_value(), environment)
+
+    @model_validator(mode="after")
+    def _ttls(self) -> RegistrySettings:
+        if self.record_ttl_s < self.node_ttl_s:
+            raise ValueError(
+                f"REGISTRY_RECORD_TTL_S={self.record_ttl_s} is below REGISTRY_NODE_TTL_S="
+                f"{self.node_ttl_s}; a record expires only after its node stopped counting as live"
+            )
+        return self
 
     @model_validator(mode="after")
     def _timeout_below_interval(self) -> RegistrySettings:
@@ -157,8 +223,11 @@ def meta_value(raw: str) -> str:
     return data[:budget].decode(errors="ignore") + marker
 
 
-def build_meta(event: ModelNodeIntrospectionEvent, kv_key: str) -> dict[str, str]:
+def build_meta(
+    event: ModelNodeIntrospectionEvent, kv_key: str, extra_meta: dict[str, str] | None = None
+) -> dict[str, str]:
     """Service meta within Consul's budget; the full manifest lives in KV at ``kv_key``."""
+    extra_meta = extra_meta or {}
     meta: dict[str, str] = {
         MANAGED_BY_KEY: MANAGED_BY_VALUE,
         "node_id": str(event.node_id),
@@ -178,6 +247,15 @@ def build_meta(event: ModelNodeIntrospectionEvent, kv_key: str) -> dict[str, str
         meta["protocols"] = ",".join(event.capabilities.protocols)
     if event.health_endpoint:
         meta["health_endpoint"] = event.health_endpoint
+    # The template version the node was rendered from: a field of the announcement, or its
+    # capability metadata (``onex-node nodes`` shows it; ``--outdated`` compares it).
+    template_version = getattr(event, "template_version", None) or event.capabilities.metadata.get(
+        TEMPLATE_VERSION_KEY
+    )
+    if template_version:
+        meta[TEMPLATE_VERSION_KEY] = str(template_version)
+    for name, value in sorted(extra_meta.items()):
+        meta.setdefault(name, value)
     # Keep one slot for the fingerprint added by ``build_registration``.
     budget = META_MAX_PAIRS - 1
     for name, value in sorted(event.capabilities.metadata.items()):
@@ -197,22 +275,17 @@ def build_tags(event: ModelNodeIntrospectionEvent) -> list[str]:
     return tags
 
 
-class HealthEndpointError(ValueError):
+class HealthEndpointError(AdmissionError):
     """The introspection event's health endpoint is not a usable http(s) URL."""
 
 
 def parse_health_endpoint(url: str) -> tuple[str, int]:
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise HealthEndpointError(
-            f"health_endpoint {url!r} is not an http(s) URL with a host, e.g. "
-            "http://127.0.0.1:8000/health; fix SERVICE_HOST/SERVICE_PORT of that node"
-        )
+    """(host, port) of a health URL, parsed strictly (``admission.parse_health_url``)."""
     try:
-        port = parsed.port
-    except ValueError as error:
-        raise HealthEndpointError(f"health_endpoint {url!r} has a bad port: {error}") from error
-    return parsed.hostname, port or (443 if parsed.scheme == "https" else 80)
+        endpoint = parse_health_url(url)
+    except AdmissionError as error:
+        raise HealthEndpointError(str(error)) from error
+    return endpoint.host, endpoint.port
 
 
 @dataclass(frozen=True)
@@ -239,9 +312,17 @@ class Registration:
 
 
 def build_registration(
-    event: ModelNodeIntrospectionEvent, settings: RegistrySettings
+    event: ModelNodeIntrospectionEvent,
+    settings: RegistrySettings,
+    *,
+    manifest: str | None = None,
+    extra_meta: dict[str, str] | None = None,
 ) -> Registration:
-    """The exact registration for ``event``: same event, same registration, same ID."""
+    """The exact registration for ``event``: same event, same registration, same ID.
+
+    ``manifest`` replaces the KV manifest (an omnibase_core announcement keeps its own
+    shape there); ``extra_meta`` adds Meta pairs after the registry's own.
+    """
     service_id = naming.consul_service_id(event.service_name, event.node_id)
     kv_key = naming.consul_kv_key(event.node_id)
     check_id = f"{service_id}:health"
@@ -267,11 +348,12 @@ def build_registration(
             "TTL": settings.heartbeat_ttl,
             "DeregisterCriticalServiceAfter": settings.deregister_after,
         }
-    meta = build_meta(event, kv_key)
+    meta = build_meta(event, kv_key, extra_meta)
     tags = tuple(build_tags(event))
     # The correlation_id differs per announcement; leaving it out keeps a re-announcement of an
     # unchanged node a no-op for Consul.
-    manifest = event.model_dump_json(exclude={"correlation_id"})
+    if manifest is None:
+        manifest = event.model_dump_json(exclude={"correlation_id"})
     digest = hashlib.sha256(
         json.dumps(
             [service_id, event.service_name, address, port, tags, meta, check, manifest],
@@ -311,7 +393,12 @@ def probe_health(url: str, timeout_s: float) -> bool:
 
 
 class ConsulUnavailableError(RuntimeError):
-    """The Consul agent could not be reached or refused a request; the call is retried."""
+    """The Consul agent could not be reached or failed a request; the call is retried."""
+
+
+class ConsulRefusedError(ConsulUnavailableError):
+    """Consul answered that the request itself is wrong (400, 409, 413...): retrying the same
+    request cannot help, so the record behind it is isolated (dead-lettered)."""
 
 
 @dataclass(frozen=True)
@@ -347,6 +434,8 @@ class ConsulAgent:
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except (consul.exceptions.BadRequest, consul.exceptions.ClientError) as error:
+            raise ConsulRefusedError(self._describe(what, error)) from error
         except (requests.RequestException, consul.ConsulException) as error:
             raise ConsulUnavailableError(self._describe(what, error)) from error
 
@@ -423,6 +512,12 @@ class ConsulAgent:
 
     def delete_manifests(self, keys: list[str]) -> None:
         self._txn([{"KV": {"Verb": "delete", "Key": key}} for key in keys])
+
+    def list_manifest_keys(self) -> list[str]:
+        """Every key under the registry's KV prefix (``naming.consul_kv_key``)."""
+        prefix = naming.consul_kv_key("")
+        _, keys = self._call("list manifests", self._client().kv.get, prefix, keys=True)
+        return [str(key) for key in keys or []]
 
     def _txn(self, operations: list[dict[str, Any]]) -> None:
         if not operations:

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Final
@@ -23,6 +23,7 @@ from .consul_registry import (
     TXN_MAX_OPS,
     AgentSnapshot,
     ConsulAgent,
+    ConsulRefusedError,
     ConsulUnavailableError,
     Registration,
     RegistrySettings,
@@ -45,6 +46,12 @@ class NodeRecord:
     #: so it is not re-registered until it shows a new sign of life.
     reaped_at: float | None = None
     pending_ttl: tuple[str, str] | None = None  # (check status, note) for TTL checks
+
+    @property
+    def binding(self) -> tuple[str, str, str | None]:
+        """What a node_id stays bound to until it leaves or expires: service, instance, host."""
+        reg = self.registration
+        return reg.name, reg.meta.get("instance_id", ""), reg.address
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,46 @@ class RegistryView:
 
     # -- events -------------------------------------------------------------
 
+    def conflict(self, registration: Registration, now: float) -> str:
+        """Why ``registration`` may not replace the node_id's current record (``""``: it may).
+
+        A node_id stays bound to its service name, instance and address while its node is
+        alive: passing (or warning) in Consul, or, before Consul has judged it, heard from
+        within ``node_ttl_s``. After a shutdown or expiry it is free, and also while its check
+        is critical (a node rescheduled to another address with the same instance id must be
+        able to come back).
+        """
+        current = self.records.get(registration.node_id)
+        if current is None:
+            return ""
+        status = self.observed_status.get(current.registration.service_id)
+        alive = status in ("passing", "warning") or (status is None and self.is_live(current, now))
+        if not alive:
+            return ""
+        new = (registration.name, registration.meta.get("instance_id", ""), registration.address)
+        if new == current.binding:
+            return ""
+        names = ("service_name", "instance_id", "address")
+        differs = [
+            f"{name} {theirs!r} (bound: {ours!r})"
+            for name, theirs, ours in zip(names, new, current.binding, strict=True)
+            if theirs != ours
+        ]
+        return (
+            f"node_id {registration.node_id} is bound to another live node; this announcement "
+            f"has {', '.join(differs)}; it is accepted once that node shuts down or expires"
+        )
+
+    def expire(self, now: float) -> list[NodeRecord]:
+        """Forget nodes silent for ``record_ttl_s``: deregister them and delete their
+        manifests; returns them (the caller tombstones them on the compacted topic)."""
+        ttl = self._settings.record_ttl_s
+        expired = [r for r in self.records.values() if now - r.last_seen > ttl]
+        for record in expired:
+            del self.records[record.registration.node_id]
+            self._remove(record.registration, record.announced_at)
+        return expired
+
     def introspection(self, registration: Registration, announced_at: float, now: float) -> None:
         node_id = registration.node_id
         previous = self.records.get(node_id)
@@ -138,12 +185,20 @@ class RegistryView:
         self._remove(record.registration, sent_at)
         return True
 
-    def tombstone(self, node_id: str, written_at: float) -> bool:
+    def tombstone(
+        self, node_id: str, written_at: float, expired_announced_at: float | None = None
+    ) -> bool:
         """The compacted topic's latest word on ``node_id`` is 'gone' (a tombstone written at
-        ``written_at``): it follows every announcement before it in the same partition."""
-        record = self.records.pop(node_id, None)
+        ``written_at``): it follows every announcement before it in the same partition.
+
+        ``expired_announced_at`` marks the registry's own expiry tombstone: it removes only the
+        record it expired, not a newer announcement that arrived meanwhile."""
+        record = self.records.get(node_id)
         if record is None:
             return False
+        if expired_announced_at is not None and record.announced_at > expired_announced_at:
+            return False
+        del self.records[node_id]
         self._remove(record.registration, max(written_at, record.announced_at))
         return True
 
@@ -256,6 +311,16 @@ class RegistryView:
         self.unconfirmed.pop(removal.service_id, None)
         self._backoff.pop(removal.service_id, None)
 
+    def refused(self, registration: Registration) -> bool:
+        """Consul refused ``registration`` itself: drop the record (and what Consul holds of
+        it), so it blocks nothing; True when the record was still current."""
+        record = self.records.get(registration.node_id)
+        if record is None or record.registration is not registration:
+            return False
+        del self.records[registration.node_id]
+        self._remove(registration, record.announced_at)
+        return True
+
     def ttl_sent(self, check_id: str, status: str) -> None:
         for record in self.records.values():
             if record.registration.check_id == check_id:
@@ -271,6 +336,29 @@ class RegistryView:
         return delay
 
 
+def txn_cost(registration: Registration) -> int:
+    """Bytes a manifest adds to a /v1/txn request body: base64 value, key, JSON around it."""
+    return 4 * ((len(registration.manifest.encode()) + 2) // 3) + len(registration.kv_key) + 64
+
+
+def manifest_batches(registrations: list[Registration], max_bytes: int) -> list[list[Registration]]:
+    """Consecutive batches of at most ``TXN_MAX_OPS`` manifests and ``max_bytes`` of request
+    body (one manifest over the limit travels alone: Consul refuses it, and it alone)."""
+    batches: list[list[Registration]] = []
+    current: list[Registration] = []
+    size = 0
+    for registration in registrations:
+        cost = txn_cost(registration)
+        if current and (len(current) >= TXN_MAX_OPS or size + cost > max_bytes):
+            batches.append(current)
+            current, size = [], 0
+        current.append(registration)
+        size += cost
+    if current:
+        batches.append(current)
+    return batches
+
+
 def retry_delay(attempts: int, settings: RegistrySettings) -> float:
     """Exponential backoff: base, 2x base, 4x base ... capped at ``retry_max_s``."""
     exponent = min(max(attempts - 1, 0), 30)
@@ -282,6 +370,7 @@ class ReconcilerStats:
     registrations: int = 0
     deregistrations: int = 0
     failures: int = 0
+    refused: int = 0
     consul_reachable: bool = False
     last_error: str = ""
 
@@ -309,6 +398,9 @@ class Reconciler:
         self.snapshot_taken = asyncio.Event()
         #: Told (reachable, last error) whenever Consul starts or stops answering.
         self.on_consul_state: Callable[[bool, str], None] | None = None
+        #: Told (registration, Consul's answer) when Consul refuses a record itself; the
+        #: service dead-letters it.
+        self.on_refused: Callable[[Registration, str], Awaitable[None]] | None = None
 
     def _set_reachable(self, reachable: bool, error: str) -> None:
         changed = reachable != self.stats.consul_reachable or not self.snapshot_taken.is_set()
@@ -396,12 +488,8 @@ class Reconciler:
         )
 
     async def _register_all(self, registrations: list[Registration]) -> None:
-        written = await asyncio.gather(
-            *(
-                self._write_manifests(registrations[i : i + TXN_MAX_OPS])
-                for i in range(0, len(registrations), TXN_MAX_OPS)
-            )
-        )
+        batches = manifest_batches(registrations, self._settings.txn_max_bytes)
+        written = await asyncio.gather(*(self._write_manifests(batch) for batch in batches))
         ready = [reg for batch in written for reg in batch]
         statuses = await asyncio.gather(*(self._register(reg) for reg in ready))
         now = self._clock()
@@ -417,6 +505,13 @@ class Reconciler:
         items = [(reg.kv_key, reg.manifest) for reg in batch]
         try:
             await self._in_thread(lambda: self._agent.write_manifests(items))
+        except ConsulRefusedError as error:
+            if len(batch) == 1:
+                await self._refused(batch[0], str(error))
+                return []
+            # One of them is refused: write each alone, so only that one is isolated.
+            alone = await asyncio.gather(*(self._write_manifests([reg]) for reg in batch))
+            return [reg for written in alone for reg in written]
         except ConsulUnavailableError as error:
             delay = 0.0
             for reg in batch:
@@ -480,12 +575,26 @@ class Reconciler:
 
         try:
             status = await self._in_thread(call)
+        except ConsulRefusedError as error:
+            await self._refused(registration, str(error))
+            return None
         except ConsulUnavailableError as error:
             delay = self.view.failed(registration.service_id, self._clock())
             self._unreachable(f"{error} (retry in {delay:.1f}s)")
             return None
         assert isinstance(status, str)
         return status
+
+    async def _refused(self, registration: Registration, reason: str) -> None:
+        if not self.view.refused(registration):
+            return
+        self.stats.refused += 1
+        log.warning("Consul refused %s: %s", registration.service_id, reason)
+        if self.on_refused is not None:
+            try:
+                await self.on_refused(registration, reason)
+            except Exception:  # dead-lettering is best effort; the record is isolated anyway
+                log.exception("could not dead-letter the refused record %s", registration.node_id)
 
     async def _remove(self, removal: Removal) -> bool:
         """Deregister the service (its manifest goes next); False when Consul failed."""

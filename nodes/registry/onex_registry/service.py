@@ -13,8 +13,14 @@ from typing import Any, Final
 
 from confluent_kafka import KafkaException
 
-from .consul_registry import ConsulAgent, ConsulUnavailableError, RegistrySettings
-from .discovery import DiscoveryConsumer, TopicSetupError, ensure_discovery_topics
+from . import omnibase
+from .consul_registry import ConsulAgent, ConsulUnavailableError, Registration, RegistrySettings
+from .discovery import (
+    EXPIRED_HEADER,
+    DiscoveryConsumer,
+    TopicSetupError,
+    ensure_discovery_topics,
+)
 from .reconcile import Reconciler, RegistryView
 from .runtime import naming
 from .runtime.base import NodeContext
@@ -25,6 +31,7 @@ log = logging.getLogger(__name__)
 
 READY_VIEW: Final = "registry-view"
 READY_CONSUL: Final = "registry-consul"
+READY_DISCOVERY: Final = "registry-discovery"
 
 
 class RegistryService:
@@ -46,8 +53,10 @@ class RegistryService:
             READY_CONSUL, f"Consul not reached yet at {self.settings.consul_http_addr}"
         )
         self.reconciler.on_consul_state = lambda ok, error: self._consul_state(ctx, ok, error)
+        self.reconciler.on_refused = lambda reg, reason: self._dead_letter_refused(ctx, reg, reason)
         ctx.spawn(self.reconciler.run(), name="registry-reconciler")
         ctx.spawn(self._run(ctx), name="registry")
+        ctx.spawn(self._expire_forever(ctx), name="registry-expiry")
 
     def _consul_state(self, ctx: NodeContext, reachable: bool, error: str) -> None:
         if reachable:
@@ -69,6 +78,7 @@ class RegistryService:
             requested_by=ctx.identity.service_name,
         )
         consumer = ctx.spawn(self.discovery.run(), name="registry-discovery")
+        consumer.add_done_callback(lambda task: self._discovery_stopped(ctx, task))
         replayed = asyncio.create_task(self.discovery.replayed.wait())
         try:
             await asyncio.wait({consumer, replayed}, return_when=asyncio.FIRST_COMPLETED)
@@ -81,12 +91,93 @@ class RegistryService:
         # whose announcement was compacted into an older value, are brought up to date.
         await self._request_introspection(ctx)
 
+    @staticmethod
+    def _discovery_stopped(ctx: NodeContext, task: asyncio.Task[Any]) -> None:
+        """The discovery consumer ended: unless the node is stopping, /health says so (503),
+        so an orchestrator restarts the registry instead of trusting a deaf one."""
+        if task.cancelled():
+            return
+        error = task.exception()
+        reason = f"{type(error).__name__}: {error}" if error is not None else "it returned"
+        ctx.set_not_ready(READY_DISCOVERY, f"the discovery consumer stopped ({reason})")
+
+    async def _dead_letter_refused(
+        self, ctx: NodeContext, registration: Registration, reason: str
+    ) -> None:
+        """Consul refused a record: set it aside on the introspection dead-letter topic."""
+        await ctx.publisher.dead_letter(
+            source_topic=naming.introspection_topic(ctx.environment),
+            original=registration.manifest.encode(),
+            error=f"Consul refused the registration: {reason}",
+            attempts=1,
+            key=registration.node_id,
+        )
+
+    async def _expire_forever(self, ctx: NodeContext) -> None:
+        """Every ``expiry_interval_s``: forget nodes silent for ``record_ttl_s`` (tombstone on
+        the compacted topic, deregister, delete the manifest) and delete KV manifests whose
+        node the registry no longer knows (their deletion was lost, e.g. in a crash)."""
+        while True:
+            await asyncio.sleep(self.settings.expiry_interval_s)
+            try:
+                await self.expire_once(ctx)
+            except (PublishError, CircuitOpenError, ConsulUnavailableError) as error:
+                log.warning("expiry round failed, retried next round: %s", error)
+
+    async def expire_once(self, ctx: NodeContext) -> tuple[int, int]:
+        """One expiry round; returns (records expired, orphaned manifests deleted)."""
+        discovery = self.discovery
+        if discovery is None or discovery.replayed_at is None:
+            return 0, 0  # the view is incomplete until the replay ends
+        now = time.time()
+        # Replayed records carry their old age: give live nodes one TTL to answer the
+        # introspection request sent after the replay before judging them silent.
+        grace = now - discovery.replayed_at < self.settings.node_ttl_s
+        expired = [] if grace else self.view.expire(now)
+        topic = naming.introspection_topic(ctx.environment)
+        for record in expired:
+            log.info(
+                "%s silent for over %.0fs: expired",
+                record.registration.service_id,
+                self.settings.record_ttl_s,
+            )
+            await ctx.publisher.produce(
+                topic,
+                None,
+                key=record.registration.node_id,
+                headers=[(EXPIRED_HEADER, repr(record.announced_at))],
+            )
+        if expired:
+            self.reconciler.wake()
+        keys = await asyncio.to_thread(self.agent.list_manifest_keys)
+        known = {naming.consul_kv_key(node_id) for node_id in self.view.records}
+        known |= {removal.kv_key for removal in self.view.removals.values()}
+        orphans = [key for key in keys if key not in known]
+        # Records arriving while the list was read are in the view by now (KV is written
+        # only after a record is): check again right before deleting.
+        orphans = [
+            key
+            for key in orphans
+            if key not in {naming.consul_kv_key(n) for n in self.view.records}
+        ]
+        for start in range(0, len(orphans), 64):
+            batch = orphans[start : start + 64]
+            await asyncio.to_thread(self.agent.delete_manifests, batch)
+        if orphans:
+            log.info("deleted %d KV manifest(s) of nodes no longer known", len(orphans))
+        return len(expired), len(orphans)
+
     async def _ensure_topics(self, ctx: NodeContext, kafka_config: dict[str, Any]) -> None:
         attempt = 0
         while True:
             try:
+                extra = (
+                    list(omnibase.topics(self.settings.omnibase_topic_prefix).values())
+                    if self.settings.omnibase_core
+                    else []
+                )
                 changes = await asyncio.to_thread(
-                    ensure_discovery_topics, kafka_config, ctx.environment
+                    ensure_discovery_topics, kafka_config, ctx.environment, 2.0, extra
                 )
             except (TopicSetupError, KafkaException) as error:
                 attempt += 1
@@ -148,5 +239,6 @@ class RegistryService:
             "registrations": self.reconciler.stats.registrations,
             "deregistrations": self.reconciler.stats.deregistrations,
             "dead_lettered": discovery.dead_lettered if discovery else 0,
+            "refused_by_consul": self.reconciler.stats.refused,
             "replayed": discovery.replayed if discovery else False,
         }

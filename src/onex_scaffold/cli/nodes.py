@@ -41,9 +41,18 @@ def format_table(rows: list[NodeRow], service: str | None = None) -> str:
         if service:
             return f"no instance of {service} registered in Consul (try without --service)"
         return "no ONEX nodes registered in Consul"
-    headers = ("SERVICE", "TYPE", "VERSION", "STATUS", "ADDRESS", "NODE ID")
+    headers = ("SERVICE", "TYPE", "VERSION", "TEMPLATE", "STATUS", "ADDRESS", "NODE ID")
     table = [headers] + [
-        (r.service, r.node_type, r.version, r.status, r.address, r.node_id) for r in rows
+        (
+            r.service,
+            r.node_type,
+            r.version,
+            r.template_version or "-",
+            r.status,
+            r.address,
+            r.node_id,
+        )
+        for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
     lines = [

@@ -58,6 +58,11 @@ def register(subparsers: Any) -> None:
         help="validate with parse, ruff and ruff format only (skip mypy and the node's tests)",
     )
     request.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="run every stage but write nothing; list the files the node would change",
+    )
+    request.add_argument(
         "--in-process",
         action="store_true",
         help="run the seven stages in this process instead of on the bus (no Kafka needed)",
@@ -106,6 +111,7 @@ class _Progress:
 
 
 def run_request(args: argparse.Namespace) -> int:
+    from onex_scaffold.cli.generate import _stdout_to_stderr
     from onex_scaffold.pipeline.client import PipelineTimeout, request_node
     from onex_scaffold.pipeline.runner import PipelineResult, make_request, run_in_process
 
@@ -121,9 +127,11 @@ def run_request(args: argparse.Namespace) -> int:
         if args.in_process:
             request = make_request(
                 prd, args.out, prd_name=args.prd.name, template=args.template,
-                vcs_ref=args.vcs_ref, validation=validation,
+                vcs_ref=args.vcs_ref, validation=validation, dry_run=args.dry_run,
             )  # fmt: skip
-            result = run_in_process(request)
+            # Template migrations print; stdout carries only the result (--json).
+            with _stdout_to_stderr():
+                result = run_in_process(request)
             progress("", result.completed or result.failure)
         else:
             result = asyncio.run(
@@ -136,6 +144,7 @@ def run_request(args: argparse.Namespace) -> int:
                     template=args.template,
                     vcs_ref=args.vcs_ref,
                     validation=validation,
+                    dry_run=args.dry_run,
                     timeout_s=args.timeout,
                     progress=progress,
                 )
@@ -154,10 +163,14 @@ def run_request(args: argparse.Namespace) -> int:
     if result.completed is not None:
         done = result.completed
         if not args.json:
+            verb = f"would be {done.mode}d" if args.dry_run else f"{done.mode}d"
             print(
-                f"{done.node_name} {done.mode}d in {done.output_path} "
+                f"{done.node_name} {verb} in {done.output_path} "
                 f"({done.files} files, score {done.score:g}, request {result.request_id})"
             )
+            if args.dry_run:
+                for rel in done.changed_files:
+                    print(f"  would change {rel}")
         return 0
     failure = result.failure
     assert failure is not None

@@ -27,6 +27,9 @@ from onex_scaffold.devstack.ports import choose_port
 from onex_scaffold.devstack.state import ServiceRecord
 
 REGISTRY_VAR = "ONEX_REGISTRY_URL"
+#: The registry's allow-list of networks health endpoints may point at (see docs/security.md).
+ALLOWED_NETWORKS_VAR = "REGISTRY_ALLOWED_NETWORKS"
+DEV_ALLOWED_NETWORKS = "127.0.0.0/8,::1/128"
 INSTANCE_ID = "dev"
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 #: Modules the registry imports beyond the standard library.
@@ -126,6 +129,9 @@ class RegistryService(Service):
             INSTANCE_ID=INSTANCE_ID if self.size == 1 else f"{INSTANCE_ID}-{self.index}",
             PYTHONUNBUFFERED="1",
         )
+        # Nodes of the dev stack run on this machine: health endpoints on loopback only
+        # (an explicit REGISTRY_ALLOWED_NETWORKS in the environment wins, "" = any address).
+        env.setdefault(ALLOWED_NETWORKS_VAR, DEV_ALLOWED_NETWORKS)
         url = f"http://127.0.0.1:{port}"
         # ONEX_REGISTRY_URL names the first instance; the others are ONEX_REGISTRY_URL_2, ...
         var = REGISTRY_VAR if self.index == 1 else f"{REGISTRY_VAR}_{self.index}"

@@ -40,6 +40,12 @@ class ArchiveError(ValueError):
     """The archive is damaged, too large or holds something a node never has."""
 
 
+def _private(filename: str) -> bool:
+    """The owner's environment files (``.env``, ``.env.local`` ...): they may hold secrets, so
+    they never travel on the bus and the pipeline never writes them (``.env.template`` does)."""
+    return filename == ".env" or (filename.startswith(".env.") and filename != ".env.template")
+
+
 def node_files(root: Path) -> list[str]:
     """Regular files under ``root`` (relative, sorted), skipping caches and VCS folders."""
     files: list[str] = []
@@ -47,6 +53,8 @@ def node_files(root: Path) -> list[str]:
         dirnames[:] = sorted(d for d in dirnames if d not in SKIPPED_DIRS)
         for filename in filenames:
             path = Path(dirpath) / filename
+            if _private(filename):
+                continue
             if path.is_file() and not path.is_symlink() and not filename.endswith(".pyc"):
                 files.append(path.relative_to(root).as_posix())
     return sorted(files)

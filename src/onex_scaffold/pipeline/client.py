@@ -258,7 +258,9 @@ class PipelineClient:
             return
         try:
             payload = events.parse_payload(envelope.payload)
-        except ValidationError:
+        except ValidationError as error:
+            log.warning("request %s: an event on %s is not a pipeline payload: %s",
+                        envelope.correlation_id, topic, error)  # fmt: skip
             return
         key = events.dedup_key(payload)
         if key in pending.seen:
@@ -322,6 +324,7 @@ async def request_node(
     validation: str = "full",
     timeout_s: float = 120.0,
     progress: ProgressFn | None = None,
+    dry_run: bool = False,
 ) -> PipelineResult:
     """Generate (or update) a node through the running pipeline; see the module docstring."""
     servers = bootstrap_servers or default_bootstrap_servers()
@@ -337,6 +340,7 @@ async def request_node(
         template=template,
         vcs_ref=vcs_ref,
         validation=validation,
+        dry_run=dry_run,
     )
     env = environment or os.environ.get("KAFKA_ENVIRONMENT") or "dev"
     async with PipelineClient(

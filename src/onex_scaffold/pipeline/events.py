@@ -178,7 +178,10 @@ def input_topic(stage: StageName, environment: str) -> str:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Unknown fields are ignored, not refused: during a rolling upgrade stages of the old and
+    # the new version share the topics, and a field added later (with a default) must not
+    # dead-letter the events of a request in flight. Every known field is still validated.
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
 
 #: Longest PRD accepted (characters).
@@ -208,6 +211,8 @@ class PipelineRequest(_Model):
     existing: NodeArchive | None = None
     validation: Literal["full", "fast"] = "full"
     max_refine_rounds: int = Field(default=2, ge=0, le=5)
+    #: Everything but the writing: the writer reports the files it would change.
+    dry_run: bool = False
 
 
 class ProblemModel(_Model):

@@ -224,10 +224,15 @@ class MypyStrict(GateWork):
 
 class UnitTests(GateWork):
     def __call__(self, root: Path) -> GateResult:
+        # Only the plugin the node's tests use: every plugin installed in this environment
+        # (ours has Copier's) would otherwise be imported for each run.
+        env = _tool_env()
+        env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
         code, out = _run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m",
-             "not integration", "--no-header", "-rN"],
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
+             "pytest_asyncio.plugin", "-m", "not integration", "--no-header", "-rN"],
             root,
+            env,
         )  # fmt: skip
         summary = next(
             (line.strip("= ") for line in reversed(out.splitlines()) if line.strip()), ""

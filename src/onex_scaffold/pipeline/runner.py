@@ -67,6 +67,7 @@ def make_request(
     vcs_ref: str | None = None,
     validation: str = "full",
     request_id: uuid.UUID | None = None,
+    dry_run: bool = False,
 ) -> PipelineRequest:
     """A request; an ``output_directory`` that holds a node already is sent along (update)."""
     from onex_scaffold.pipeline import archive
@@ -84,6 +85,7 @@ def make_request(
         vcs_ref=vcs_ref,
         existing=existing,
         validation=validation,  # type: ignore[arg-type]
+        dry_run=dry_run,
     )
 
 

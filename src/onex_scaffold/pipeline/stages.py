@@ -545,6 +545,18 @@ def _install_update(staged: Path, target: Path) -> list[str]:
     return changed
 
 
+def _would_change(event: ValidationCompleted, target: Path) -> list[str]:
+    with tempfile.TemporaryDirectory(prefix="onex-pipeline-dry-") as tmp:
+        staged = Path(tmp) / "node"
+        archives.unpack(event.archive, staged)
+        return [
+            rel
+            for rel in archives.node_files(staged)
+            if not (target / rel).is_file()
+            or (target / rel).read_bytes() != (staged / rel).read_bytes()
+        ]
+
+
 def write_files(
     event: ValidationCompleted,
 ) -> NodeGenerationCompleted | NodeGenerationFailed | None:
@@ -563,7 +575,10 @@ def write_files(
             )
         mode = event.mode
         changed: list[str] = []
-        if target.exists() and archives.tree_digest(target) == event.archive.sha256:
+        if event.request.dry_run:
+            changed = _would_change(event, target)
+            record.gate("install", "skipped", f"dry run: {len(changed)} files would change")
+        elif target.exists() and archives.tree_digest(target) == event.archive.sha256:
             record.gate("install", "pass", f"{target} already holds this node: nothing written")
         elif event.request.existing is None:
             if target.exists() and (not target.is_dir() or any(target.iterdir())):
@@ -631,7 +646,7 @@ def write_files(
             node_type=str(contract.get("node_type", "")),
             mode=mode,
             files=event.archive.files,
-            changed_files=changed if mode != "create" else [],
+            changed_files=changed if mode != "create" or event.request.dry_run else [],
             sha256=event.archive.sha256,
             score=event.score,
         )

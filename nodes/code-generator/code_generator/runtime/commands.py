@@ -81,6 +81,10 @@ class CommandNode(NodeBase):
     def extra_topics(self) -> list[str]:
         return []
 
+    def reply_outcome(self, command: Command) -> str:
+        """Outcome (and so topic) of a command's reply; a query may answer on its own."""
+        return self.completed_outcome
+
     async def on_event(self, message: ConsumedMessage) -> None:
         """A record from an extra topic (``envelope`` is None for a tombstone)."""
 
@@ -116,14 +120,15 @@ class CommandNode(NodeBase):
         if result is None:
             return
         payload = dict(result)
+        outcome = self.reply_outcome(command)
 
         async def publish() -> None:
             await self.publisher.publish(
-                self._outcome_type(self.completed_outcome),
+                self._outcome_type(outcome),
                 payload,
                 correlation_id=command.correlation_id,
                 causation_id=command.event_id,
-                topic=self._outcome_topic(self.completed_outcome),
+                topic=self._outcome_topic(outcome),
                 key=message.key or str(command.correlation_id),
             )
 

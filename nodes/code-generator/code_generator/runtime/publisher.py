@@ -38,6 +38,7 @@ from .events import (
 )
 from .metrics import Metrics
 from .resilience import BreakerState, CircuitBreaker, CircuitOpenError, backoff_delay
+from .signing import DiscoverySigner
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +185,9 @@ class EventPublisher:
         self.delivery_timeout_ms = delivery_timeout_ms
         self.metrics = metrics or Metrics()
         self.emit_cloudevents_headers = emit_cloudevents_headers
+        #: Signs the records of the discovery topics when ONEX_DISCOVERY_KEY is set (the node
+        #: sets it); None: nothing is signed.
+        self.signer: DiscoverySigner | None = None
         self.source = ModelEventSource(service=service_name, instance_id=instance_id)
         self._encoder = EnvelopeEncoder(self.source)
         self._ce_source = ("ce_source", cloudevents_source(service_name, instance_id).encode())
@@ -718,6 +722,8 @@ class EventPublisher:
         headers: Headers | None = None,
     ) -> Message:
         """One produce attempt through the circuit breaker; returns the confirmed message."""
+        if self.signer is not None:
+            headers = self.signer.signed_headers(topic, key, value, headers)
         producer, loop = self._ready_producer()
         try:
             future: asyncio.Future[Message] = loop.create_future()

@@ -7,6 +7,7 @@ to Kafka. See ``docs``/README for the full handler API.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -48,6 +49,10 @@ class EffectHandlers:
         return None
 
 
+class PostgresNotGeneratedError(RuntimeError):
+    """The handlers ask for PostgreSQL, but the node was generated without it."""
+
+
 class EffectNode(CommandNode):
     node_type = "effect"
 
@@ -63,6 +68,14 @@ class EffectNode(CommandNode):
         self.handlers = handlers
         self.use_postgres = use_postgres or handlers.requires_postgres
         self._pool: Any = None
+        if self.use_postgres and importlib.util.find_spec(f"{__package__}.postgres") is None:
+            # Fail at construction with what to do, not with ModuleNotFoundError at start.
+            raise PostgresNotGeneratedError(
+                f"{type(handlers).__name__}.requires_postgres is True, but this node was "
+                "generated without PostgreSQL (no runtime/postgres.py, no asyncpg). Regenerate "
+                "it with use_postgres=true, e.g. `copier update --trust --defaults --data "
+                "use_postgres=true`, then set DATABASE_URL."
+            )
 
     async def open_resources(self) -> None:
         if self.use_postgres:

@@ -210,8 +210,10 @@ def discovery_topics(environment: str) -> dict[str, str]:
 OUTCOMES: Final[dict[str, tuple[str, ...]]] = {
     "effect": ("completed", "failed"),
     "compute": ("completed", "failed"),
-    "reducer": ("state-updated",),
-    "orchestrator": ("workflow-completed", "failed"),
+    # state: replies to get_state (the state as it is, without a new window).
+    "reducer": ("state-updated", "state"),
+    # workflow-status: replies to get_workflow_status (a query, not a completion).
+    "orchestrator": ("workflow-completed", "failed", "workflow-status"),
 }
 
 
@@ -237,8 +239,8 @@ def node_topics(
             f"unknown node type {node_type!r}; expected one of {', '.join(NODE_TYPES)}"
         )
     topics: dict[str, str] = {}
-    if node_type != "reducer":
-        topics["command"] = command_topic(environment, service_name)
+    # Every type has a command topic; a reducer's answers get_state queries.
+    topics["command"] = command_topic(environment, service_name)
     for outcome in OUTCOMES[node_type]:
         topics[snake_case(outcome)] = node_event_topic(environment, service_name, outcome)
     if node_type == "reducer":

@@ -61,6 +61,8 @@ class NodeSettings(BaseSettings):
     breaker_failure_threshold: int = Field(default=5, ge=1)
     breaker_reset_s: float = Field(default=30.0, gt=0)
     enable_dlq: bool = True
+    #: Signs discovery records (runtime/signing.py); unset: unsigned, as the dev stack runs.
+    onex_discovery_key: SecretStr | None = None
 
     # Consumer
     handler_max_retries: int = Field(default=3, ge=0)

@@ -47,11 +47,16 @@ class HealthServer:
         self._details = details
         self._metrics = metrics
         self._routes: dict[str, JsonHandler] = {}
+        self._get_routes: dict[str, Callable[[], Awaitable[Any]]] = {}
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[Any]] = set()
 
     def add_json_route(self, path: str, handler: JsonHandler) -> None:
         self._routes[path] = handler
+
+    def add_get_route(self, path: str, handler: Callable[[], Awaitable[Any]]) -> None:
+        """``GET path`` answers ``handler()`` as JSON (e.g. a reducer's ``/state``)."""
+        self._get_routes[path] = handler
 
     @property
     def bound_port(self) -> int:
@@ -134,6 +139,9 @@ class HealthServer:
                 "text/plain; version=0.0.4; charset=utf-8",
                 self._metrics().encode(),
             )
+        getter = self._get_routes.get(path)
+        if getter is not None and method in ("GET", "HEAD"):
+            return HTTPStatus.OK, "application/json", json.dumps(await getter()).encode()
         handler = self._routes.get(path)
         if handler is None:
             raise HttpError(HTTPStatus.NOT_FOUND, f"no route {path}")

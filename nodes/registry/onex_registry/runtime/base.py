@@ -32,6 +32,7 @@ from .health import HealthServer
 from .metrics import Metrics
 from .publisher import EventPublisher, PublishError
 from .resilience import BreakerState, CircuitBreaker, CircuitOpenError, backoff_delay
+from .signing import DiscoverySigner
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +193,10 @@ class NodeBase:
             },
             metrics=self.metrics,
         )
+        if s.onex_discovery_key is not None:
+            self.publisher.signer = DiscoverySigner.from_text(
+                s.onex_discovery_key.get_secret_value(), s.kafka_environment
+            )
         self.topics = naming.node_topics(
             s.kafka_environment, s.service_name, answers.node_type, self.input_events()
         )

@@ -46,7 +46,16 @@ class ComputeNode(CommandNode):
         return await self.execute_compute(body)
 
     async def execute(self, command: Command) -> Mapping[str, Any] | None:
-        return await self.execute_compute(command.payload)
+        # ``action`` names what to do; it is not part of the function's input.
+        data = {k: v for k, v in command.payload.items() if k != "action"}
+        if command.action == "validate_input":
+            # The function is pure: running it is the validation, and has no side effect.
+            try:
+                await self.execute_compute(data)
+            except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
+                return {"status": "invalid", "error": str(exc)[:2000]}
+            return {"status": "valid"}
+        return await self.execute_compute(data)
 
     async def initialize(self) -> None:
         if self.event_bus_enabled:

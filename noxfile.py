@@ -228,6 +228,7 @@ def chaos(session: nox.Session) -> None:
     root = Path(tempfile.mkdtemp(prefix="onex-chaos-"))
     dev = ["onex-node", "dev", "--root", str(root)]
     began = time.monotonic()
+    passed = False
     try:
         session.run(
             *dev, "up", "--ignore-env",
@@ -237,7 +238,11 @@ def chaos(session: nox.Session) -> None:
         env = _stack_env(root)
         env.update(ONEX_CHAOS_ROOT=str(root), ONEX_CHAOS_REQUIRED="1", ONEX_DEV_ROOT=str(root))
         session.run("pytest", "-m", "chaos", "tests/chaos", *session.posargs, env=env)
+        passed = True
     finally:
         session.run(*dev, "down", "--purge", success_codes=[0, 1, 2])
-        shutil.rmtree(root, ignore_errors=True)
+        if passed:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            session.log(f"logs of the cluster kept in {root / '.onex-dev' / 'logs'}")
         session.log(f"chaos session took {time.monotonic() - began:.0f} s")

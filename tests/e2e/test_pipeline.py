@@ -124,6 +124,20 @@ def test_every_event_of_a_request_shares_its_correlation_id(
     assert gatherer.metadata["consul"] == "ok"
 
 
+def test_the_seven_stages_are_passing_in_consul(pipeline: StackAddresses) -> None:
+    url = f"{pipeline.consul_url}/v1/health/state/passing"
+    deadline = time.monotonic() + 60
+    wanted = {node.service_name for node in events.STAGE_NODES}
+    passing: set[str] = set()
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            passing = {check["ServiceName"] for check in json.loads(response.read())}
+        if wanted <= passing:
+            break
+        time.sleep(1)
+    assert wanted <= passing, f"not passing in Consul: {sorted(wanted - passing)}"
+
+
 def test_invalid_prd_fails_with_the_stage_and_problems(
     pipeline: StackAddresses, tmp_path: Path
 ) -> None:

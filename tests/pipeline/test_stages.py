@@ -33,7 +33,10 @@ def _same_tree(left: Path, right: Path) -> list[str]:
     return differ
 
 
-def test_same_node_as_stage_4_5_with_full_validation(tmp_path: Path) -> None:
+def test_same_node_as_stage_4_5_with_full_validation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ONEX_PIPELINE_VALIDATION_CACHE", "0")  # every gate really runs
     result = run_in_process(make_request(json.dumps(PARSED), tmp_path / "piped"))
     assert result.status == "completed", result.failure
     assert result.completed is not None and result.completed.score == 100
@@ -163,3 +166,16 @@ def test_the_owner_s_env_file_never_travels(tmp_path: Path, effect_prd: str) -> 
     assert ".env" not in packed and ".env.local" not in packed and ".env.template" in packed
     assert run_in_process(request, "").completed is not None
     assert (target / ".env").read_text() == "SECRET=1\n"
+
+
+def test_the_same_files_are_validated_once(
+    tmp_path: Path, effect_prd: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ONEX_PIPELINE_CACHE", str(tmp_path / "cache"))
+    generated = _generated(tmp_path, effect_prd)
+    first = stages.validate_code(generated)
+    again = stages.validate_code(generated)
+    assert first.passed and again.passed  # type: ignore[union-attr]
+    names = [g.name for g in again.stages[-1].validation_gates]
+    assert "validation_cache" in names
+    assert "validation_cache" not in [g.name for g in first.stages[-1].validation_gates]

@@ -179,9 +179,12 @@ class RegistryService:
                 changes = await asyncio.to_thread(
                     ensure_discovery_topics, kafka_config, ctx.environment, 2.0, extra
                 )
-            except (TopicSetupError, KafkaException) as error:
+            except (TopicSetupError, KafkaException, TimeoutError) as error:
+                # TimeoutError: a replicated cluster slow to create the topics (measured with
+                # two registries creating them at once on three brokers); try again.
                 attempt += 1
                 delay = backoff_delay(attempt, 0.5, 5.0)
+                error = error if str(error) else TopicSetupError("no answer from Kafka in time")
                 ctx.set_not_ready(READY_VIEW, f"discovery topics not ready: {error}")
                 log.warning("%s; retrying in %.1fs", error, delay)
                 await asyncio.sleep(delay)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -245,6 +246,66 @@ class UnitTests(GateWork):
             if not findings:
                 findings.append(Finding(gate="unit_tests", message=out.strip()[-500:]))
         return GateResult("unit_tests", passed, findings, summary[:200])
+
+
+def _toolchain() -> str:
+    """What the gates' results depend on besides the files: the tools and their versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = [sys.version, hashlib.sha256(Path(__file__).read_bytes()).hexdigest()]
+    for name in ("ruff", "mypy", "pytest", "pytest-asyncio", "pydantic", "onex-node-template"):
+        try:
+            parts.append(f"{name}={version(name)}")
+        except PackageNotFoundError:
+            parts.append(f"{name}=absent")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def cached_gates(digest: str, root: Path, level: str = "full") -> tuple[list[GateResult], bool]:
+    """``run_gates`` remembered by the node's tree digest and the toolchain: the same files
+    checked by the same tools give the same results (a redelivered event, or regenerating a
+    node that did not change, costs nothing). ``ONEX_PIPELINE_VALIDATION_CACHE=0`` turns it
+    off. Returns (results, whether they came from the cache)."""
+    if os.environ.get("ONEX_PIPELINE_VALIDATION_CACHE", "1") == "0":
+        return run_gates(root, level), False
+    path = cache_root() / "validated" / f"{digest}-{level}-{_toolchain()}.json"
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        results = [
+            GateResult(
+                name=item["name"],
+                passed=bool(item["passed"]),
+                findings=[Finding.model_validate(f) for f in item["findings"]],
+                message=str(item["message"]),
+                duration_ms=0,
+                skipped=bool(item["skipped"]),
+            )
+            for item in stored
+        ]
+        return results, True
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    results = run_gates(root, level)
+    if all(r.passed for r in results):  # only clean results: a flaky failure is retried
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(
+            json.dumps(
+                [
+                    {
+                        "name": r.name,
+                        "passed": r.passed,
+                        "findings": [f.model_dump() for f in r.findings],
+                        "message": r.message,
+                        "skipped": r.skipped,
+                    }
+                    for r in results
+                ]
+            ),
+            encoding="utf-8",
+        )
+        os.replace(temporary, path)
+    return results, False
 
 
 def run_gates(root: Path, level: str = "full") -> list[GateResult]:

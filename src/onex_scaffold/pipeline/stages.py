@@ -436,8 +436,12 @@ def validate_code(event: CodeGenerated | CodeRefined) -> ValidationCompleted | N
                 archives.unpack(event.archive, folder)
             except archives.ArchiveError as error:
                 raise _Failure(str(error)) from error
-            results = quality.run_gates(folder, event.request.validation)
+            results, cached = quality.cached_gates(
+                event.archive.sha256, folder, event.request.validation
+            )
         record.gates.extend(quality.as_validation_gates(results))
+        if cached:
+            record.gate("validation_cache", "pass", "the same files passed these gates before")
         findings = [f for r in results for f in r.findings]
         passed = all(r.passed for r in results)
         total = quality.score(results)

@@ -72,8 +72,9 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on src/, benchmarks/, the unit and runtime tests and this file.
 
     The paths are `[tool.mypy] files` in pyproject.toml, so a plain `mypy` checks the same.
+    The `bench` extra is installed too: benchmarks/ imports the peers it measures.
     """
-    session.install("-e", DEV)
+    session.install("-e", ".[dev,bench]")
     session.run("mypy")
 
 

@@ -9,6 +9,7 @@ stack again, unless a stack was already running in this folder before the sessio
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import shlex
 import shutil
@@ -195,9 +196,14 @@ def bench(session: nox.Session) -> None:
     The `bench` extra brings the peers it compares with (FastStream, aiokafka) and uvloop.
     """
     session.install("-e", ".[dev,bench]")
+    args = list(session.posargs)
+    # The pipeline's stage nodes only when its part runs (--quick leaves it out).
+    skips = {b for a, b in itertools.pairwise(args) if a == "--skip"}
+    pipeline = "--quick" not in args and "pipeline" not in skips
     was_running = _stack_running(session)
     try:
-        session.run("onex-node", "dev", "--root", str(ROOT), "up")
+        up = ["onex-node", "dev", "--root", str(ROOT), "up"]
+        session.run(*up, *([] if pipeline else ["--no-pipeline"]))
         env = _stack_env()
         env.update(ONEX_DEV_ROOT=str(ROOT))
         session.run("python", str(ROOT / "benchmarks" / "run.py"), *session.posargs, env=env)

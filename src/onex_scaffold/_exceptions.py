@@ -81,8 +81,9 @@ class SnapshotError(OnexError, RuntimeError):
 class StageFailed(OnexError, RuntimeError):
     """A Stage 4.5 run failed; ``stage`` has the gates, ``problems`` the refused fields.
 
-    Exit code 2 when the input was refused (``problems``), else 1. The message is one
-    line per refused field (``field: rule (got value)``), else the stage's error.
+    Exit code 2 when the input was refused (``problems``, or an answer the template
+    refused), else 1. The message is one line per refused field (``field: rule (got
+    value)``), else the stage's error.
     """
 
     def __init__(self, stage: PipelineStage) -> None:
@@ -99,4 +100,5 @@ class StageFailed(OnexError, RuntimeError):
 
     @property
     def exit_code(self) -> int:  # type: ignore[override]
-        return InvalidInputError.exit_code if self.problems else OnexError.exit_code
+        refused = self.problems or self.stage.metadata.get("refused_input")
+        return InvalidInputError.exit_code if refused else OnexError.exit_code

@@ -261,3 +261,28 @@ def consul_leader_member(stack: Stack) -> str | None:
 def node_ready(port: int) -> bool:
     code, _ = http_json(f"http://127.0.0.1:{port}/health", timeout_s=1.0)
     return code == 200
+
+
+def busiest_leader(addresses: StackAddresses, topics: list[str]) -> int | None:
+    """The broker that leads the most partitions of `topics` (the one whose death hurts most)."""
+    admin = AdminClient({"bootstrap.servers": addresses.kafka_bootstrap_servers})
+    metadata = admin.list_topics(timeout=10)
+    leaders: Counter[int] = Counter()
+    for name in topics:
+        topic = metadata.topics.get(name)
+        if topic is None:
+            continue
+        leaders.update(p.leader for p in topic.partitions.values() if p.leader >= 0)
+    return leaders.most_common(1)[0][0] if leaders else None
+
+
+def replication_of(addresses: StackAddresses, topics: list[str]) -> set[int]:
+    """The replica counts the partitions of `topics` have."""
+    admin = AdminClient({"bootstrap.servers": addresses.kafka_bootstrap_servers})
+    metadata = admin.list_topics(timeout=10)
+    return {
+        len(p.replicas)
+        for name in topics
+        if (topic := metadata.topics.get(name)) is not None
+        for p in topic.partitions.values()
+    }

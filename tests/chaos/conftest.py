@@ -126,7 +126,15 @@ def memory_by_service(stack: Stack) -> dict[str, float]:
 
 @pytest.fixture
 def members_back(cluster: Stack) -> Iterator[Stack]:
-    """Whatever member a test stops is started again afterwards, so the next test has all."""
+    """Every member answers when the test begins; whatever member it stops is started again
+    afterwards, so the next test has all."""
+    deadline = time.monotonic() + 60
+    silent = ["?"]
+    while silent and time.monotonic() < deadline:
+        silent = [f"{i.name}: {i.detail}" for i in cluster.status() if not i.answering]
+        if silent:
+            time.sleep(1)
+    assert not silent, f"members not answering before the test: {silent}"
     yield cluster
     deadline = time.monotonic() + 120
     for item in cluster.status():

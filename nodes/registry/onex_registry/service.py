@@ -55,7 +55,8 @@ class RegistryService:
         self.reconciler.on_consul_state = lambda ok, error: self._consul_state(ctx, ok, error)
         self.reconciler.on_refused = lambda reg, reason: self._dead_letter_refused(ctx, reg, reason)
         ctx.spawn(self.reconciler.run(), name="registry-reconciler")
-        ctx.spawn(self._run(ctx), name="registry")
+        run = ctx.spawn(self._run(ctx), name="registry")
+        run.add_done_callback(lambda task: self._discovery_stopped(ctx, task))
         ctx.spawn(self._expire_forever(ctx), name="registry-expiry")
 
     def _consul_state(self, ctx: NodeContext, reachable: bool, error: str) -> None:
@@ -98,8 +99,10 @@ class RegistryService:
         if task.cancelled():
             return
         error = task.exception()
+        if error is None and task.get_name() == "registry":
+            return  # the start task's normal end: the consumer runs on
         reason = f"{type(error).__name__}: {error}" if error is not None else "it returned"
-        ctx.set_not_ready(READY_DISCOVERY, f"the discovery consumer stopped ({reason})")
+        ctx.set_not_ready(READY_DISCOVERY, f"discovery stopped ({task.get_name()}: {reason})")
 
     async def _dead_letter_refused(
         self, ctx: NodeContext, registration: Registration, reason: str
@@ -179,9 +182,12 @@ class RegistryService:
                 changes = await asyncio.to_thread(
                     ensure_discovery_topics, kafka_config, ctx.environment, 2.0, extra
                 )
-            except (TopicSetupError, KafkaException) as error:
+            except (TopicSetupError, KafkaException, TimeoutError) as error:
+                # TimeoutError: a replicated cluster slow to create the topics (measured with
+                # two registries creating them at once on three brokers); try again.
                 attempt += 1
                 delay = backoff_delay(attempt, 0.5, 5.0)
+                error = error if str(error) else TopicSetupError("no answer from Kafka in time")
                 ctx.set_not_ready(READY_VIEW, f"discovery topics not ready: {error}")
                 log.warning("%s; retrying in %.1fs", error, delay)
                 await asyncio.sleep(delay)

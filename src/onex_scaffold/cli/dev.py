@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import time
 from dataclasses import asdict
 from typing import Any
@@ -115,6 +116,10 @@ def register(subparsers: Any) -> None:
 
 
 def _address(item: ServiceStatus) -> str:
+    if re.fullmatch(r"(kafka|consul)-[0-9]+", item.name):
+        # A broker or Consul server of a cluster: its own ports (what nodes use is in the
+        # env file, written once on the first broker and the client agent).
+        return ", ".join(f"{key}={port}" for key, port in item.ports.items())
     return ", ".join(f"{key}={value}" for key, value in item.env.items())
 
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final, Protocol
 
 from pydantic import BaseModel, TypeAdapter
@@ -40,6 +41,22 @@ log = logging.getLogger(__name__)
 PARTITIONS: Final = 4
 
 
+def topic_replication(environ: Mapping[str, str] | None = None) -> tuple[int, dict[str, str]]:
+    """(replication factor, topic config) for new topics, from the settings nodes use too:
+    ``KAFKA_TOPIC_REPLICATION_FACTOR`` and ``KAFKA_TOPIC_MIN_INSYNC_REPLICAS``. Unset or 0
+    means the broker's ``default.replication.factor`` / ``min.insync.replicas``."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, int] = {}
+    for var in ("KAFKA_TOPIC_REPLICATION_FACTOR", "KAFKA_TOPIC_MIN_INSYNC_REPLICAS"):
+        text = environ.get(var, "").strip() or "0"
+        if not text.isdigit():
+            raise ValueError(f"{var}={text!r}: must be a whole number (0 = the broker's default)")
+        values[var] = int(text)
+    factor = values["KAFKA_TOPIC_REPLICATION_FACTOR"] or -1
+    insync = values["KAFKA_TOPIC_MIN_INSYNC_REPLICAS"]
+    return factor, ({"min.insync.replicas": str(insync)} if insync else {})
+
+
 def ensure_topics(bootstrap_servers: str, environment: str, timeout_s: float = 10.0) -> None:
     """Create the pipeline's topics with ``PARTITIONS`` partitions (or grow them to that)
     before any consumer subscribes (subscribing would create them with the broker default)."""
@@ -50,13 +67,21 @@ def ensure_topics(bootstrap_servers: str, environment: str, timeout_s: float = 1
         NewTopic,
     )
 
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    factor, config = topic_replication()
+    client_config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap_servers,
+        "logger": logging.getLogger(f"{__name__}.kafka"),
+    }
+    admin = AdminClient(client_config)
     wanted = events.pipeline_topics(environment)
     metadata = admin.list_topics(timeout=timeout_s)
     missing = [t for t in wanted if t not in metadata.topics]
     if missing:
         futures = admin.create_topics(
-            [NewTopic(t, num_partitions=PARTITIONS, replication_factor=1) for t in missing],
+            [
+                NewTopic(t, num_partitions=PARTITIONS, replication_factor=factor, config=config)
+                for t in missing
+            ],
             operation_timeout=timeout_s,
         )
         for topic, future in futures.items():

@@ -48,6 +48,10 @@ NEXT_STAGE: Final = {
 ProgressFn = Callable[[str, Any], None]
 
 
+class PipelineUnavailable(RuntimeError):
+    """The broker did not answer."""
+
+
 class PipelineTimeout(TimeoutError):
     """No end event in time; ``waiting_for`` names the stage that did not answer."""
 
@@ -110,11 +114,18 @@ class PipelineClient:
         await self.close()
 
     async def start(self) -> None:
-        from confluent_kafka import Consumer, Producer, TopicPartition
+        from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
         from onex_scaffold.pipeline.bus import ensure_topics
 
-        await asyncio.to_thread(ensure_topics, self.bootstrap_servers, self.environment)
+        quiet = logging.getLogger("onex_scaffold.pipeline.librdkafka")
+        try:
+            await asyncio.to_thread(ensure_topics, self.bootstrap_servers, self.environment, 5.0)
+        except KafkaException as error:
+            raise PipelineUnavailable(
+                f"Kafka at {self.bootstrap_servers} did not answer ({error.args[0]}); is the "
+                "stack up? `onex-node dev up`, or pass --bootstrap-servers"
+            ) from error
         self._producer = Producer(
             {
                 "bootstrap.servers": self.bootstrap_servers,
@@ -123,6 +134,7 @@ class PipelineClient:
                 "enable.idempotence": True,
                 "linger.ms": 0,
                 "compression.type": "lz4",
+                "logger": quiet,
             }
         )
         consumer = Consumer(
@@ -133,6 +145,7 @@ class PipelineClient:
                 "auto.offset.reset": "latest",
                 "fetch.wait.max.ms": 20,
                 "fetch.error.backoff.ms": 50,
+                "logger": quiet,
             }
         )
         request_topic = events.event_topic(events.NODE_GENERATION_REQUESTED, self.environment)

@@ -9,6 +9,7 @@ stack again, unless a stack was already running in this folder before the sessio
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import shlex
 import shutil
@@ -71,8 +72,9 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on src/, benchmarks/, the unit and runtime tests and this file.
 
     The paths are `[tool.mypy] files` in pyproject.toml, so a plain `mypy` checks the same.
+    The `bench` extra is installed too: benchmarks/ imports the peers it measures.
     """
-    session.install("-e", DEV)
+    session.install("-e", ".[dev,bench]")
     session.run("mypy")
 
 
@@ -157,7 +159,9 @@ def _omnibase_python(session: nox.Session) -> str:
 
 @nox.session
 def e2e(session: nox.Session) -> None:
-    """Start the real stack, run the e2e tests against it, stop it again."""
+    """Start the real stack, run the e2e tests against it, then `onex-node pipeline
+    regenerate-self --check` (our nodes are what the live pipeline makes from their PRD.md),
+    stop it again."""
     _refuse_nested_repositories(session)
     session.install(*TEST_DEPS)
     omnibase_python = _omnibase_python(session)
@@ -169,6 +173,12 @@ def e2e(session: nox.Session) -> None:
             ONEX_E2E_REQUIRED="1", ONEX_DEV_ROOT=str(ROOT), ONEX_OMNIBASE_PYTHON=omnibase_python
         )
         session.run("pytest", "-m", "e2e", *session.posargs, env=env)
+        if not session.posargs:
+            # Our own nodes are exactly what the running pipeline makes from their PRD.md.
+            session.run(
+                "onex-node", "pipeline", "regenerate-self", "--check", "--root", str(ROOT),
+                env=env,
+            )  # fmt: skip
     finally:
         if was_running:
             session.log("the stack was running before this session: left running")
@@ -195,9 +205,14 @@ def bench(session: nox.Session) -> None:
     The `bench` extra brings the peers it compares with (FastStream, aiokafka) and uvloop.
     """
     session.install("-e", ".[dev,bench]")
+    args = list(session.posargs)
+    # The pipeline's stage nodes only when its part runs (--quick leaves it out).
+    skips = {b for a, b in itertools.pairwise(args) if a == "--skip"}
+    pipeline = "--quick" not in args and "pipeline" not in skips
     was_running = _stack_running(session)
     try:
-        session.run("onex-node", "dev", "--root", str(ROOT), "up")
+        up = ["onex-node", "dev", "--root", str(ROOT), "up"]
+        session.run(*up, *([] if pipeline else ["--no-pipeline"]))
         env = _stack_env()
         env.update(ONEX_DEV_ROOT=str(ROOT))
         session.run("python", str(ROOT / "benchmarks" / "run.py"), *session.posargs, env=env)

@@ -7,16 +7,14 @@ as a released template would be: the node template (``copier.yml``, ``template/`
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Final
 
 import yaml
 
-from onex_scaffold import template_root
+from onex_scaffold._git import git
+from onex_scaffold._template import copy_template
 
 #: The effect node every generation run produces (the PRD stage's ``parsed_data`` shape).
 PARSED_DATA: Final[dict[str, Any]] = {
@@ -29,46 +27,22 @@ PARSED_DATA: Final[dict[str, Any]] = {
     "confidence": 0.9,
 }
 
-_GIT_ENV: Final = {
-    "GIT_AUTHOR_NAME": "bench",
-    "GIT_AUTHOR_EMAIL": "bench@localhost",
-    "GIT_COMMITTER_NAME": "bench",
-    "GIT_COMMITTER_EMAIL": "bench@localhost",
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
-
 
 class GenerationFailed(RuntimeError):
     """The Stage 4.5 API did not complete; the message holds its error and failed gates."""
 
 
-def _git(cwd: Path, *args: str) -> None:
-    subprocess.run(
-        ["git", "-c", "commit.gpgsign=false", "-c", "core.hooksPath=/dev/null", *args],
-        cwd=cwd,
-        env={**os.environ, **_GIT_ENV},
-        check=True,
-        capture_output=True,
-    )
-
-
 def _commit_and_tag(repo: Path, tag: str) -> Path:
-    _git(repo, "init", "-q", "-b", "main")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", f"template {tag}")
-    _git(repo, "tag", tag)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", f"template {tag}")
+    git(repo, "tag", tag)
     return repo
 
 
 def node_template_repo(destination: Path) -> Path:
     """A committed, tagged git copy of the node template."""
-    root = template_root()
-    destination.mkdir(parents=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".mypy_cache", ".ruff_cache")
-    shutil.copy2(root / "copier.yml", destination / "copier.yml")
-    for folder in ("template", "extensions"):
-        shutil.copytree(root / folder, destination / folder, ignore=ignore)
-    return _commit_and_tag(destination, "1.0.0")
+    return _commit_and_tag(copy_template(destination), "1.0.0")
 
 
 def one_file_template_repo(destination: Path) -> Path:

@@ -235,6 +235,7 @@ CONTENDERS: Final = (
     "publish_asyncio",
     "floor_asyncio",
     "publish_default_gc",
+    "floor_per_record_wakeup",
 )
 
 
@@ -317,6 +318,9 @@ def run(
             gc.set_threshold(*tuned_gc)
 
     contenders["publish_default_gc"] = default_gc
+    contenders["floor_per_record_wakeup"] = lambda: loops.run(
+        peers.floor_round(kafka, topic, value, headers, keys, batch, batched=False), loop_factory
+    )
     try:
         for _ in range(rounds):
             for name, measure in contenders.items():

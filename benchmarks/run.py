@@ -14,6 +14,7 @@ Exit status: 0 when every figure was measured (goals are reported, not enforced)
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
 import shutil
@@ -53,6 +54,8 @@ class Plan:
     consume_messages: int
     consume_rounds: int
 
+
+PARTS = ("generation", "startup", "publishing", "consuming", "registry", "pipeline")
 
 QUICK = Plan(3, 3, 2, 2.0, 5_000, 2, 100, 2_000, 5_000, 1)
 FULL = Plan(10, 10, 5, 5.0, 20_000, 5, 500, 10_000, 20_000, 3)
@@ -236,6 +239,10 @@ class Run:
             "publish_asyncio": ("ours: await publish(), asyncio loop", "asyncio"),
             "floor_asyncio": ("floor, asyncio loop", "asyncio"),
             "publish_default_gc": ("ours: await publish(), CPython's default GC", result.loop),
+            "floor_per_record_wakeup": (
+                "floor, one loop wake-up per record",
+                result.loop,
+            ),
         }
         for name, (label, note) in labels.items():
             if name in result.msgs_per_s:
@@ -350,7 +357,11 @@ class Run:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="fewer samples; under 5 minutes")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer samples, no pipeline part; about a minute",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     parser.add_argument(
         "--root",
@@ -366,6 +377,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (node logs)")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    parser.add_argument(
+        "--skip",
+        action="append",
+        choices=PARTS[1:],  # the others run on the nodes generation makes
+        default=[],
+        help="leave a part out (repeatable); its figures are then null",
+    )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     started = time.perf_counter()
@@ -374,14 +392,24 @@ def main(argv: list[str] | None = None) -> int:
     load_before = report.load_average()
     work = Path(tempfile.mkdtemp(prefix="onex-bench-"))
     run = Run(plan, work)
+    if args.quick and "pipeline" not in args.skip:
+        # Its requests run mypy and the node's tests: minutes on their own, so --quick (about
+        # a minute) leaves it out; the full run measures it.
+        args.skip.append("pipeline")
+    wanted = [part for part in PARTS if part not in args.skip]
     try:
         run.attempt("generation", run.generation)
-        with bench_stack(args.root.resolve(), args.kafka) as stack:
-            run.attempt("startup and memory", lambda: run.startup(stack))
-            run.attempt("publishing", lambda: run.publishing(stack))
-            run.attempt("consuming", lambda: run.consuming(stack))
-            run.attempt("registry", lambda: run.registry(stack))
-            run.attempt("pipeline", lambda: run.pipeline(stack))
+        with bench_stack(args.root.resolve(), args.kafka, "pipeline" in wanted) as stack:
+            parts: dict[str, Callable[[BenchStack], None]] = {
+                "startup": run.startup,
+                "publishing": run.publishing,
+                "consuming": run.consuming,
+                "registry": run.registry,
+                "pipeline": run.pipeline,
+            }
+            for part, measure in parts.items():
+                if part in wanted:
+                    run.attempt(part, functools.partial(measure, stack))
     except Exception as error:  # the stack itself could not be reached or started
         run.failures.append(f"stack: {error}")
         log(f"stack FAILED: {error}")
@@ -393,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     print(report.table(run.values, markdown=args.markdown))
     print()
     print(report.contenders_table(run.rows, markdown=args.markdown))
+    if args.skip:
+        print(f"left out: {', '.join(args.skip)}")
     print(
         f"machine: {report.machine()}; load average {load_before} at the start, "
         f"{report.load_average()} at the end; {time.perf_counter() - started:.0f}s in all"

@@ -47,8 +47,11 @@ def _registry_url(root: Path) -> str | None:
 
 
 @contextmanager
-def bench_stack(root: Path, kafka_kind: str = "apache") -> Iterator[BenchStack]:
-    """Yield the stack's addresses; stop whatever this function started."""
+def bench_stack(
+    root: Path, kafka_kind: str = "apache", pipeline: bool = True
+) -> Iterator[BenchStack]:
+    """Yield the stack's addresses; stop whatever this function started (the pipeline's
+    stage nodes only when ``pipeline``)."""
     environment = os.environ.get("KAFKA_ENVIRONMENT", "dev")
     own: Stack | None = None
     own_dir: Path | None = None
@@ -60,7 +63,9 @@ def bench_stack(root: Path, kafka_kind: str = "apache") -> Iterator[BenchStack]:
                 _log("the registry does not answer: starting one against the live Kafka/Consul")
                 own_dir = Path(tempfile.mkdtemp(prefix="onex-bench-stack-"))
                 own = Stack(own_dir)
-                env = own.up(StackOptions(registry=True), environ=addresses.env())
+                env = own.up(
+                    StackOptions(registry=True, pipeline=pipeline), environ=addresses.env()
+                )
                 registry = env[REGISTRY_VAR]
             kafka, consul = addresses.kafka_bootstrap_servers, addresses.consul_url
             _log(f"stack from {addresses.source}: Kafka {kafka}, Consul {consul}")
@@ -69,7 +74,9 @@ def bench_stack(root: Path, kafka_kind: str = "apache") -> Iterator[BenchStack]:
             own_dir = Path(tempfile.mkdtemp(prefix="onex-bench-stack-"))
             own = Stack(own_dir)
             kind: KafkaKind = "tansu" if kafka_kind == "tansu" else "apache"
-            env = own.up(StackOptions(kafka=kind, registry=True, use_environment=False))
+            env = own.up(
+                StackOptions(kafka=kind, registry=True, pipeline=pipeline, use_environment=False)
+            )
             kafka, registry = env["KAFKA_BOOTSTRAP_SERVERS"], env[REGISTRY_VAR]
             consul = env["CONSUL_HTTP_ADDR"]
             consul = consul if "://" in consul else f"http://{consul}"

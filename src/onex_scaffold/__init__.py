@@ -22,13 +22,13 @@ from onex_scaffold._exceptions import (
 )
 
 if TYPE_CHECKING:
+    from onex_scaffold._answers import read_answers
+    from onex_scaffold._conflicts import leftovers
     from onex_scaffold._fleet import NodeRow, list_nodes
     from onex_scaffold._mapping import MappingResult, Problem, map_parsed_data
     from onex_scaffold._render import (
         RenderedNode,
         jinja_leftovers,
-        leftovers,
-        read_answers,
         render_node,
         template_version,
         update_node,
@@ -89,11 +89,11 @@ _LAZY: dict[str, str] = {
     "generate_node": "onex_scaffold.stage",
     "generate_nodes": "onex_scaffold.stage",
     "jinja_leftovers": "onex_scaffold._render",
-    "leftovers": "onex_scaffold._render",
+    "leftovers": "onex_scaffold._conflicts",
     "list_nodes": "onex_scaffold._fleet",
     "map_parsed_data": "onex_scaffold._mapping",
     "naming": "onex_scaffold._template",
-    "read_answers": "onex_scaffold._render",
+    "read_answers": "onex_scaffold._answers",
     "render_node": "onex_scaffold._render",
     "stage_4_5_event_bus_integration": "onex_scaffold.stage",
     "template_root": "onex_scaffold._template",

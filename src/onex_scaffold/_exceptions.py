@@ -4,11 +4,16 @@
 OnexError                      exit 1 (base; the CLI prints the message, never a traceback)
 ├── InvalidInputError          exit 2 (the user's input or arguments were refused)
 │   ├── InvalidParsedData      parsed_data cannot become template answers (``problems``)
-│   └── ConsulQueryError       Consul cannot be asked (address, connection, refusal)
+│   ├── ConsulQueryError       Consul cannot be asked (address, connection, refusal)
+│   ├── AnalysisError          a PRD the pipeline cannot analyse (``onex_scaffold.pipeline``)
+│   └── ArchiveError           a node archive that is damaged or too large (pipeline)
 ├── RenderError                Copier could not produce or update the node
 │   └── AnswerError            exit 2, an answer refused by the template's validators
 ├── SnapshotError              the template cache could not be written
 ├── StageFailed                a Stage 4.5 run failed (``stage`` holds the gates)
+├── GitError                   git failed (``onex_scaffold._git``)
+├── PipelineUnavailable        the pipeline's broker did not answer (pipeline client)
+├── PipelineTimeout            no end event in time (pipeline client)
 └── DevStackError              the dev stack (``onex_scaffold.devstack.errors``)
 ```
 
@@ -81,8 +86,9 @@ class SnapshotError(OnexError, RuntimeError):
 class StageFailed(OnexError, RuntimeError):
     """A Stage 4.5 run failed; ``stage`` has the gates, ``problems`` the refused fields.
 
-    Exit code 2 when the input was refused (``problems``), else 1. The message is one
-    line per refused field (``field: rule (got value)``), else the stage's error.
+    Exit code 2 when the input was refused (``problems``, or an answer the template
+    refused), else 1. The message is one line per refused field (``field: rule (got
+    value)``), else the stage's error.
     """
 
     def __init__(self, stage: PipelineStage) -> None:
@@ -99,4 +105,5 @@ class StageFailed(OnexError, RuntimeError):
 
     @property
     def exit_code(self) -> int:  # type: ignore[override]
-        return InvalidInputError.exit_code if self.problems else OnexError.exit_code
+        refused = self.problems or self.stage.metadata.get("refused_input")
+        return InvalidInputError.exit_code if refused else OnexError.exit_code

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import keyword
 import re
+import reprlib
 import sys
 import unicodedata
 from collections.abc import Callable, Mapping
@@ -59,10 +60,27 @@ _FILLER_WORDS: Final = frozenset(
 _PREVIEW_CHARS: Final = 60
 
 
+#: Containers are shown this deep and this wide at most: a YAML alias web or a list of
+#: itself, shared a thousand times, would otherwise take exponential time to print.
+_REPR: Final = reprlib.Repr()
+_REPR.maxlevel = 3
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxset = _REPR.maxfrozenset = _REPR.maxdict = 6
+_REPR.maxstring = _REPR.maxother = _PREVIEW_CHARS
+#: Longer strings are cut before ``repr`` (which copies them); the length shown is estimated.
+_MAX_REPR_INPUT: Final = 100_000
+
+
 def safe_repr(value: object, limit: int = _PREVIEW_CHARS) -> str:
-    """``repr`` cut to ``limit`` characters: safe to print whatever the value holds."""
+    """``repr`` cut to ``limit`` characters: safe to print whatever the value holds, in time
+    and memory bounded by ``limit``, not by the value (containers are shown shallowly)."""
     try:
-        text = repr(value)
+        if isinstance(value, (list, tuple, dict, set, frozenset)):
+            text = _REPR.repr(value)
+        elif isinstance(value, (str, bytes)) and len(value) > _MAX_REPR_INPUT:
+            shown = repr(value[: limit * 2])
+            return f"{shown[: limit - 3]}... ({len(value) + 2} chars)"
+        else:
+            text = repr(value)
     except Exception:  # a hostile object's __repr__ must not break error reporting
         text = f"<{type(value).__name__}>"
     if len(text) > limit:
@@ -84,10 +102,12 @@ class Problem:
 
 @dataclass
 class MappingResult:
-    """Answers for Copier plus non-fatal notes (dropped or rewritten values)."""
+    """Answers for Copier plus non-fatal notes (dropped or rewritten values), and the
+    answers the mapping turned on from what the text says, each with why (``derived``)."""
 
     answers: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    derived: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -359,6 +379,35 @@ def _confidence(collector: _Collector, value: object) -> float | None:
 #: Confidence below this adds a warning: stage 1 was unsure of what it parsed.
 LOW_CONFIDENCE: Final = 0.5
 
+#: A text says the node writes to PostgreSQL: a write verb and a database word in one item.
+_WRITE_WORD: Final = re.compile(
+    r"\b(?:writ(?:e|es|ing|er|ers)|wrote|insert\w*|upsert\w*|stor(?:e|es|ing)|persist\w*"
+    r"|sav(?:e|es|ing))\b",
+    re.IGNORECASE,
+)
+_DATABASE_WORD: Final = re.compile(r"\b(?:postgres(?:ql)?|pg|databases?|db)\b", re.IGNORECASE)
+
+
+def _postgres_writer_reason(parsed_data: Mapping[str, Any]) -> str | None:
+    """Where ``parsed_data`` says the node writes to PostgreSQL / a database, or None.
+
+    Looks at the description, each operation and each feature (bounded like the rest of
+    the mapping); the first text naming both a write and a database decides.
+    """
+    texts: list[tuple[str, object]] = [("description", parsed_data.get("description"))]
+    for key in ("operations", "features"):
+        items = parsed_data.get(key)
+        if isinstance(items, list):
+            texts.extend((f"{key}[{i}]", item) for i, item in enumerate(items[:MAX_LIST_ITEMS]))
+    for where, text in texts:
+        if not isinstance(text, str):
+            continue
+        sample = text[:MAX_DESCRIPTION_CHARS]
+        if _WRITE_WORD.search(sample) and _DATABASE_WORD.search(sample):
+            return f"{where} says the node writes to a database: {safe_repr(text)}"
+    return None
+
+
 _REQUIRED: Final = ("node_type", "service_name", "domain")
 _KNOWN: Final = frozenset(
     {*_REQUIRED, "description", "operations", "features", "confidence", "version"}
@@ -427,4 +476,11 @@ def map_parsed_data(
         answers["description"] = description
     if actions is not None:
         answers["actions"] = actions
-    return MappingResult(answers=answers, warnings=collector.warnings)
+    derived: dict[str, str] = {}
+    reason = _postgres_writer_reason(parsed_data) if node_type == "effect" else None
+    if reason is not None:
+        # "A PostgreSQL writer" should render as one (pool, migration, writer), not as a
+        # node the owner must regenerate; extra_answers can still turn it off.
+        answers["use_postgres"] = True
+        derived["use_postgres"] = reason
+    return MappingResult(answers=answers, warnings=collector.warnings, derived=derived)

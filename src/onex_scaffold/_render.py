@@ -10,19 +10,14 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
+from onex_scaffold._answers import read_answers
 from onex_scaffold._exceptions import AnswerError, RenderError
-from onex_scaffold._template import template_root
-
-ANSWERS_FILE = ".copier-answers.yml"
-_CONFLICT_MARKERS = (b"<<<<<<< before updating", b">>>>>>> after updating")
+from onex_scaffold._template import resolve_source
 
 # Jinja syntax that rendering should have consumed: an expression closed on its line
 # (``{{ node_name }}``, ``{{ 7 * 6 }}``) or a statement tag (``{% if %}``). A bare ``{{``
@@ -54,15 +49,10 @@ class RenderedNode:
 
 
 def _template_src(template: str | os.PathLike[str] | None) -> str:
-    if template is None:
-        return str(template_root())
-    text = os.fspath(template)
-    if "://" in text or text.startswith(("git@", "gh:", "gl:")):
-        return text
-    path = Path(text).expanduser().resolve()
-    if not (path / "copier.yml").is_file():
-        raise RenderError(f"{path} is not an ONEX template: it has no copier.yml")
-    return str(path)
+    src, folder = resolve_source(template)
+    if folder is not None and not (folder / "copier.yml").is_file():
+        raise RenderError(f"{folder} is not an ONEX template: it has no copier.yml")
+    return src
 
 
 def render_node(
@@ -139,49 +129,6 @@ def update_node(
     return RenderedNode(path, read_answers(path))
 
 
-def read_answers(project: str | os.PathLike[str]) -> dict[str, Any]:
-    """The answers Copier recorded in the project (``_commit``, ``_src_path`` included)."""
-    path = Path(project) / ANSWERS_FILE
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as error:
-        raise RenderError(f"{path} is missing: {project} was not made from the template") from error
-    if not isinstance(loaded, dict):
-        raise RenderError(f"{path} is not a mapping of answers; restore it from git")
-    return loaded
-
-
 def template_version(project: str | os.PathLike[str]) -> str | None:
     """Template version (tag or commit) recorded in the project's answers file."""
     return RenderedNode(Path(project), read_answers(project)).template_version
-
-
-def leftovers(project: str | os.PathLike[str]) -> list[str]:
-    """Problems an update left behind: conflict markers, ``*.rej`` files, unmerged paths.
-
-    An empty list means the project can be committed as it is.
-    """
-    root = Path(project)
-    problems: list[str] = []
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root)
-        if relative.parts[0] in {".git", ".venv", ".nox", ".mypy_cache", ".ruff_cache"}:
-            continue
-        if not path.is_file():
-            continue
-        if path.suffix == ".rej":
-            problems.append(f"{relative}: rejected hunks; apply them by hand and delete the file")
-            continue
-        with path.open("rb") as handle:
-            if any(line.rstrip() in _CONFLICT_MARKERS for line in handle):
-                problems.append(f"{relative}: unresolved conflict markers")
-    if (root / ".git").exists():
-        unmerged = subprocess.run(
-            ["git", "diff", "--name-only", "--diff-filter=U"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.split()
-        problems.extend(f"{name}: unmerged in git" for name in unmerged)
-    return problems

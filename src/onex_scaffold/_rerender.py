@@ -5,8 +5,12 @@ template. Its template-owned files must be exactly what the committed template r
 its committed answers; its owner files are its own:
 
 * the template's ``_skip_if_exists`` files (``handlers.py``, ``tests/test_handlers.py``),
+* ``PRD.md``, the PRD the node is generated from (``onex-node pipeline regenerate-self``),
 * every file in the node's package that the template does not produce (``discovery.py`` ...),
 * the dependency lines below the marker in ``pyproject.toml``.
+
+The nodes record the published template (:func:`onex_scaffold._template.published_source`)
+as ``_src_path``; the re-render passes the local checkout to Copier explicitly.
 
 ``python scripts/rerender_nodes.py`` (or ``nox -s rerender``) writes: it renders the
 committed template over each node, keeping owner files and dependency lines. With
@@ -21,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -30,17 +33,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-import yaml
+from onex_scaffold._answers import ANSWERS_FILE, read_answers, user_answers, write_src_path
+from onex_scaffold._files import relative_files
+from onex_scaffold._git import clone
 
-ANSWERS_FILE: Final = ".copier-answers.yml"
-#: Never compared: caches of tools run inside a node folder.
-IGNORED_PARTS: Final = frozenset(
-    {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".venv", ".nox", ".onex-dev"}
-)
 #: The owner's dependency lines in a node's pyproject.toml: below this marker, up to ``]``.
 OWN_DEPENDENCIES: Final = re.compile(
     r"(# Your own dependencies go below this line\.\n)(?:.*\n)*?(?=\])", re.MULTILINE
 )
+#: The PRD a node is generated from, kept beside it: the node's own, like its owner files.
+PRD_FILE: Final = "PRD.md"
 #: Answers-file lines that depend on where and from which commit the node was rendered.
 _PROVENANCE_KEYS: Final = ("_commit:", "_src_path:")
 
@@ -78,10 +80,7 @@ def node_folders(root: Path) -> list[Path]:
 
 def answers(node: Path) -> dict[str, Any]:
     """The node's recorded answers, without Copier's own ``_`` keys."""
-    loaded = yaml.safe_load((node / ANSWERS_FILE).read_text(encoding="utf-8"))
-    if not isinstance(loaded, dict):
-        raise ValueError(f"{node / ANSWERS_FILE} is not a mapping of answers")
-    return {k: v for k, v in loaded.items() if not str(k).startswith("_")}
+    return user_answers(read_answers(node))
 
 
 def package_of(node: Path) -> str:
@@ -98,38 +97,28 @@ def committed_template(root: Path) -> Iterator[Path]:
         yield root
         return
     with tempfile.TemporaryDirectory(prefix="onex-template-") as tmp:
-        clone = Path(tmp) / "template"
-        subprocess.run(
-            ["git", "clone", "--quiet", "--no-hardlinks", str(root), str(clone)],
-            check=True,
-            capture_output=True,
-        )
-        yield clone
+        checkout = Path(tmp) / "template"
+        clone(root, checkout)
+        yield checkout
 
 
 def files(root: Path) -> dict[str, Path]:
     """Files under ``root`` by POSIX relative path, tool caches left out."""
-    return {
-        p.relative_to(root).as_posix(): p
-        for p in root.rglob("*")
-        if p.is_file() and not IGNORED_PARTS & set(p.relative_to(root).parts)
-    }
+    return {rel: root / rel for rel in relative_files(root)}
 
 
 def owner_files(node: Path, rendered: Path, template: Path) -> set[str]:
-    """The node's owner files: ``_skip_if_exists`` plus the modules the node's package
-    has and the template does not produce."""
+    """The node's owner files: ``_skip_if_exists``, its ``PRD.md``, and the modules the
+    node's package has and the template does not produce."""
+    from onex_scaffold._template import owner_files as skipped_files
+
     package = package_of(node)
-    copier_yml = yaml.safe_load((template / "copier.yml").read_text(encoding="utf-8"))
-    skipped = {
-        re.sub(r"\{\{\s*package_name\s*\}\}", package, str(pattern))
-        for pattern in copier_yml.get("_skip_if_exists", [])
-    }
+    skipped = skipped_files(package, template)
     rendered_files = files(rendered)
     added = {
         rel for rel in files(node) if rel.startswith(f"{package}/") and rel not in rendered_files
     }
-    return skipped | added
+    return skipped | added | ({PRD_FILE} if (node / PRD_FILE).is_file() else set())
 
 
 def _normalise(relative: str, text: str) -> str:
@@ -169,28 +158,18 @@ def drift(node: Path, rendered: Path, template: Path) -> Drift:
 
 def rerender(node: Path, template: Path) -> None:
     """Render ``template`` over ``node``: template-owned files replaced, owner files and the
-    owner's dependency lines kept, ``_src_path`` left as recorded."""
+    owner's dependency lines kept. The node records the published template as its source
+    (``_src_path``), not the local checkout it was rendered from, so a plain ``copier
+    update`` of it works from any clone; ``_commit`` is the checkout's commit, which the
+    published repository has once it is pushed."""
     from onex_scaffold._render import render_node
+    from onex_scaffold._template import published_source
 
     pyproject = node / "pyproject.toml"
     match = OWN_DEPENDENCIES.search(pyproject.read_text(encoding="utf-8"))
     own = match.group(0) if match else None
-    answers_file = node / ANSWERS_FILE
-    src_line = next(
-        (
-            line
-            for line in answers_file.read_text(encoding="utf-8").splitlines()
-            if line.startswith("_src_path:")
-        ),
-        None,
-    )
     render_node(node, answers(node), template=template, vcs_ref="HEAD", overwrite=True)
-    if src_line is not None:
-        # The node keeps the source it recorded, not the temporary clone rendered here.
-        text = answers_file.read_text(encoding="utf-8")
-        answers_file.write_text(
-            re.sub(r"(?m)^_src_path:.*$", lambda _: src_line, text), encoding="utf-8"
-        )
+    write_src_path(node, published_source())
     if own is not None:
         text = pyproject.read_text(encoding="utf-8")
         pyproject.write_text(OWN_DEPENDENCIES.sub(lambda _: own, text, count=1), encoding="utf-8")

@@ -21,7 +21,6 @@ import fcntl
 import hashlib
 import os
 import shutil
-import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,11 +28,11 @@ from pathlib import Path
 from typing import Final
 
 from onex_scaffold._exceptions import SnapshotError
-from onex_scaffold._git import run_git
+from onex_scaffold._files import SKIPPED_DIRS
+from onex_scaffold._git import GitError, git, has_commit, run_git
+from onex_scaffold._template import TEMPLATE_PARTS
 
 CACHE_ENV: Final = "ONEX_SCAFFOLD_CACHE"
-_PARTS: Final = ("copier.yml", "template", "extensions")
-_SKIP_DIRS: Final = frozenset({"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"})
 _STATE_FILE: Final = "onex-snapshot-state"
 
 _LOCK = threading.Lock()
@@ -50,24 +49,23 @@ def cache_dir() -> Path:
 
 
 def _git(repo: Path, *args: str) -> str:
-    result = run_git(repo, *args)
-    if result.returncode != 0:
+    try:
+        return git(repo, *args).strip()
+    except GitError as error:
         raise SnapshotError(
-            f"git {args[0]} failed in the template cache {repo}: {result.stderr.strip()}; "
-            f"delete that folder or point {CACHE_ENV} elsewhere"
-        )
-    return result.stdout.strip()
+            f"{error} (the template cache); delete that folder or point {CACHE_ENV} elsewhere"
+        ) from error
 
 
 def _source_files(root: Path) -> list[str]:
     files: list[str] = []
-    for part in _PARTS:
+    for part in TEMPLATE_PARTS:
         path = root / part
         if path.is_file():
             files.append(part)
             continue
         for dirpath, dirnames, filenames in os.walk(path):
-            dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
+            dirnames[:] = sorted(d for d in dirnames if d not in SKIPPED_DIRS)
             for name in sorted(filenames):
                 if not name.endswith((".pyc", ".pyo")):
                     files.append((Path(dirpath) / name).relative_to(root).as_posix())
@@ -140,21 +138,9 @@ def snapshot(root: Path, version: str) -> tuple[Path, str]:
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(root / rel, destination)
         _git(repo, "add", "-A")
-        has_head = (
-            subprocess.run(
-                ["git", "rev-parse", "--verify", "--quiet", "HEAD"],
-                cwd=repo,
-                capture_output=True,
-                check=False,
-            ).returncode
-            == 0
-        )
         unchanged = (
-            has_head
-            and subprocess.run(
-                ["git", "diff", "--cached", "--quiet"], cwd=repo, check=False
-            ).returncode
-            == 0
+            has_commit(repo, "HEAD")
+            and run_git(repo, "diff", "--cached", "--quiet").returncode == 0
         )
         if not unchanged:
             _git(repo, "commit", "-q", "--no-verify", "-m", f"template from {root}")

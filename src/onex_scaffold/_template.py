@@ -1,22 +1,45 @@
-"""Where the Copier template lives, and the runtime modules it shares with us.
+"""The Copier template: where it lives, its parts, where a render takes it from, and the
+runtime modules it shares with us. Modelled on Copier's ``_template.py``.
 
-In a checkout the template is the repository root (``copier.yml`` beside
-``src/``); in an installed wheel it ships as ``onex_scaffold/_template``.
+* **Where it lives.** In a checkout the template is the repository root (``copier.yml``
+  beside ``src/``); in an installed wheel it ships as ``onex_scaffold/_template``.
+* **Its parts.** ``copier.yml``, ``template/`` and ``extensions/`` (:data:`TEMPLATE_PARTS`),
+  copied by :func:`copy_template`.
+* **Source of a render.** A folder or a git URL (:func:`is_url`, :func:`resolve_source`),
+  at a vcs ref (:func:`default_vcs_ref`).
+* **The recorded source.** Nodes made from the bundled template record
+  :func:`published_source` as their ``_src_path``: the template's published git URL
+  (``$ONEX_TEMPLATE_URL``, default :data:`DEFAULT_TEMPLATE_URL`), which works on any machine,
+  rather than this machine's template cache (:mod:`onex_scaffold._snapshot`).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
+import shutil
 import sys
 import uuid
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from types import ModuleType
-from typing import Protocol, cast
+from typing import Final, Protocol, cast
+
+from onex_scaffold._files import SKIPPED_DIRS
+from onex_scaffold._git import toplevel
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 RUNTIME_DIR_IN_TEMPLATE = Path("template", "{{package_name}}", "runtime")
+#: What the template is made of, relative to :func:`template_root`.
+TEMPLATE_PARTS: Final = ("copier.yml", "template", "extensions")
+#: Where this template is published; nodes record it (with their version tag) as ``_src_path``.
+DEFAULT_TEMPLATE_URL: Final = "https://github.com/OmniNode-ai/onex-node-template.git"
+#: Overrides :data:`DEFAULT_TEMPLATE_URL` (a fork, a mirror, an internal Git server).
+TEMPLATE_URL_ENV: Final = "ONEX_TEMPLATE_URL"
+
+_URL: Final = re.compile(r"^([a-z][a-z0-9+.-]*://|git@|gh:|gl:)", re.IGNORECASE)
 
 
 @cache
@@ -29,6 +52,68 @@ def template_root() -> Path:
         "the ONEX Copier template was not found next to onex_scaffold; "
         "reinstall onex-node-template or pass --template"
     )
+
+
+def copy_template(destination: Path, root: Path | None = None) -> Path:
+    """Copy the template's parts (:data:`TEMPLATE_PARTS`) from ``root`` (default: the
+    bundled template) into ``destination``, tool caches left out; returns ``destination``."""
+    source_root = root if root is not None else template_root()
+    ignore = shutil.ignore_patterns(*SKIPPED_DIRS, "*.pyc", "*.pyo")
+    destination.mkdir(parents=True, exist_ok=True)
+    for part in TEMPLATE_PARTS:
+        source = source_root / part
+        if source.is_dir():
+            shutil.copytree(source, destination / part, ignore=ignore)
+        else:
+            shutil.copy2(source, destination / part)
+    return destination
+
+
+def is_url(source: str) -> bool:
+    """Whether ``source`` is a git URL (``https://``, ``file://``, ``git@``, ``gh:``...)."""
+    return bool(_URL.match(source))
+
+
+def resolve_source(template: str | os.PathLike[str] | None) -> tuple[str, Path | None]:
+    """(source for Copier, local folder or None for URLs). Local paths are made absolute,
+    because Copier records the path as given and a relative one breaks later updates."""
+    if template is None:
+        root = template_root()
+        return str(root), root
+    text = os.fspath(template)
+    if is_url(text):
+        return text, None
+    path = Path(text).expanduser().resolve()
+    return str(path), path
+
+
+def default_vcs_ref(template_dir: Path | None) -> str | None:
+    """``"HEAD"`` for a local git checkout, else ``None`` (Copier: newest PEP 440 tag)."""
+    if template_dir is not None and toplevel(template_dir) == template_dir.resolve():
+        return "HEAD"
+    return None
+
+
+def published_source() -> str:
+    """The ``_src_path`` nodes made from the bundled template record: a URL that works on
+    any machine (``$ONEX_TEMPLATE_URL``, default :data:`DEFAULT_TEMPLATE_URL`)."""
+    return os.environ.get(TEMPLATE_URL_ENV, "").strip() or DEFAULT_TEMPLATE_URL
+
+
+def owner_files(package: str, *template_dirs: Path | None) -> set[str]:
+    """The owner's files of a node with package ``package``: the ``_skip_if_exists`` entries
+    of the given templates' ``copier.yml`` and of the bundled one (a template version that
+    stops listing a file does not make it the template's)."""
+    import yaml
+
+    entries: set[str] = set()
+    for folder in (*template_dirs, template_root()):
+        if folder is None or not (folder / "copier.yml").is_file():
+            continue
+        config = yaml.safe_load((folder / "copier.yml").read_text(encoding="utf-8"))
+        listed = config.get("_skip_if_exists", []) if isinstance(config, dict) else []
+        entries.update(str(entry) for entry in listed or [])
+    return {re.sub(r"\{\{\s*package_name\s*\}\}", package, entry) for entry in entries}
 
 
 class NamingModule(Protocol):

@@ -15,9 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from helpers import REPO_ROOT
 
 from onex_scaffold import _rerender
+from onex_scaffold._files import SKIPPED_DIRS
+from onex_scaffold._template import DEFAULT_TEMPLATE_URL, published_source
 
 REGISTRY = REPO_ROOT / "nodes" / "registry"
 #: Modules the registry adds to its package: owner-owned, never rendered by the template.
@@ -97,7 +100,7 @@ def test_owner_logic_stays_in_owner_files(template: Path, rendered_dir: Path) ->
 
 def test_rerender_keeps_owner_files_and_dependency_lines(template: Path, tmp_path: Path) -> None:
     node = tmp_path / "nodes" / "registry"
-    shutil.copytree(REGISTRY, node, ignore=shutil.ignore_patterns(*_rerender.IGNORED_PARTS))
+    shutil.copytree(REGISTRY, node, ignore=shutil.ignore_patterns(*SKIPPED_DIRS))
     pyproject = node / "pyproject.toml"
     pyproject.write_text(
         pyproject.read_text().replace(
@@ -115,7 +118,12 @@ def test_rerender_keeps_owner_files_and_dependency_lines(template: Path, tmp_pat
     assert '"owner-only-dep>=1"' in pyproject.read_text()
     for rel in ("onex_registry/handlers.py", "onex_registry/discovery.py"):
         assert after[rel].read_bytes() == before[rel], rel
-    answers = (node / ".copier-answers.yml").read_text()
-    original = (REGISTRY / ".copier-answers.yml").read_text()
-    src = next(line for line in original.splitlines() if line.startswith("_src_path:"))
-    assert src in answers.splitlines()
+    answers = yaml.safe_load((node / ".copier-answers.yml").read_text())
+    assert answers["_src_path"] == published_source()  # not the clone it was rendered from
+
+
+@pytest.mark.parametrize("node", NODES, ids=[node.name for node in NODES])
+def test_our_nodes_record_a_portable_source(node: Path) -> None:
+    # Recorded by `nox -s rerender`: the published URL, never a path of one machine.
+    answers = yaml.safe_load((node / ".copier-answers.yml").read_text())
+    assert answers["_src_path"] == DEFAULT_TEMPLATE_URL

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from helpers import git
 
-from onex_scaffold import template_root
+from onex_scaffold._template import copy_template as copy_template_parts
 
 
 def copy_template(destination: Path) -> Path:
-    root = template_root()
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".mypy_cache", ".ruff_cache")
-    destination.mkdir(parents=True)
-    shutil.copy2(root / "copier.yml", destination / "copier.yml")
-    for folder in ("template", "extensions"):
-        shutil.copytree(root / folder, destination / folder, ignore=ignore)
+    """A git copy of the bundled template at tag 1.0.0."""
+    copy_template_parts(destination)
     git(destination, "init", "-q", "-b", "main")
     git(destination, "add", "-A")
     git(destination, "commit", "-q", "-m", "template 1.0.0")

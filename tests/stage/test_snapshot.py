@@ -14,6 +14,7 @@ from _stage_helpers import git, tree_hashes
 
 import onex_scaffold._template
 from onex_scaffold._snapshot import SnapshotError, cache_dir, snapshot
+from onex_scaffold._template import published_source
 from onex_scaffold.stage import generate_node
 
 MARK = "# bundled template changed\n"
@@ -64,7 +65,7 @@ def test_default_template_nodes_update_by_merging(
     first, result = generate_node(parsed_data, out)
     assert first.status == "completed", first.error
     answers = yaml.safe_load((out / ".copier-answers.yml").read_text())
-    assert answers["_src_path"] == str(cache_dir())
+    assert answers["_src_path"] == published_source()  # portable, not this machine's cache
     assert answers["_commit"] == "0.1.0"
     assert not first.warning_gates  # a clean snapshot: nothing to warn about
     before = tree_hashes(out)

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 from _stage_helpers import git, leftovers_beside, release, tree_hashes
 
+from onex_scaffold._snapshot import cache_dir
 from onex_scaffold.stage import generate_node
 
 MARK = "# template 1.1.0 was here\n"
@@ -42,14 +43,17 @@ def test_rerun_with_same_data_changes_nothing(
     assert leftovers_beside(out) == []
 
 
-def test_rerun_without_template_uses_the_recorded_source(
+def test_rerun_without_template_uses_the_configured_template_not_the_recorded_one(
     template_repo: Path, parsed_data: dict[str, Any], tmp_path: Path
 ):
+    # The answers file may name any template; running it would run its tasks unchecked.
+    # Without `template`, the configured (bundled) template is used, as for a new node.
     out = tmp_path / "writer"
     assert generate_node(parsed_data, out, template=template_repo)[0].status == "completed"
     stage, _ = generate_node(parsed_data, out)
     assert stage.status == "completed", stage.error
-    assert stage.metadata["template"] == str(template_repo)
+    assert stage.metadata["template"] == str(cache_dir())
+    assert stage.metadata["template"] != str(template_repo)
 
 
 def test_new_answers_and_template_version_are_applied_owner_code_kept(
@@ -159,7 +163,8 @@ def test_plain_folder_template_regenerates_and_keeps_owner_files(
     handlers.write_text(handlers.read_text() + "\nOWNER = True\n")
     before = tree_hashes(out)
 
-    again, result = generate_node(parsed_data, out)  # the recorded source is used
+    # named again: only the configured template or the caller's runs, never the recorded one
+    again, result = generate_node(parsed_data, out, template=plain)
 
     assert again.status == "completed", again.error
     assert again.metadata["mode"] == "regenerate"
@@ -167,7 +172,7 @@ def test_plain_folder_template_regenerates_and_keeps_owner_files(
     assert tree_hashes(out) == before
 
     changed = {**parsed_data, "description": "Now also archives rows."}
-    third, result = generate_node(changed, out, extra_answers={"http_port": 8123})
+    third, result = generate_node(changed, out, template=plain, extra_answers={"http_port": 8123})
     assert third.status == "completed", third.error
     assert "OWNER = True" in handlers.read_text()
     answers = yaml.safe_load((out / ".copier-answers.yml").read_text())
@@ -177,7 +182,7 @@ def test_plain_folder_template_regenerates_and_keeps_owner_files(
     assert ".copier-answers.yml" in result["changed_files"]
 
     # answers given earlier survive a re-run that does not repeat them
-    fourth, _ = generate_node(changed, out)
+    fourth, _ = generate_node(changed, out, template=plain)
     assert fourth.status == "completed", fourth.error
     assert yaml.safe_load((out / ".copier-answers.yml").read_text())["http_port"] == 8123
 

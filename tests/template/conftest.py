@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 from helpers import git
 
+from onex_scaffold._template import TEMPLATE_PARTS, copy_template
 from onex_scaffold import RenderedNode, render_node
 
-TEMPLATE_PATHS = ["copier.yml", "template", "extensions"]
+TEMPLATE_PATHS = list(TEMPLATE_PARTS)
 
 #: (id, answers) of every node type x its main options.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -105,17 +106,6 @@ def mypy_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("mypy-cache")
 
 
-def _copy_template(root: Path, dst: Path) -> None:
-    for name in TEMPLATE_PATHS:
-        source = root / name
-        if source.is_dir():
-            shutil.copytree(
-                source, dst / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
-            )
-        else:
-            shutil.copy2(source, dst / name)
-
-
 #: What the 1.1.0 tag changes in template-owned files.
 NEW_README_LINE = "Release notes of the template 1.1.0: update test marker."
 NEW_ENV_VARIABLE = "ONEX_TEMPLATE_TEST_SETTING"
@@ -128,7 +118,7 @@ def two_tag_template(
 ) -> Path:
     """A git copy of the template tagged 1.0.0, then changed and tagged 1.1.0."""
     repo = tmp_path_factory.mktemp("two-tag-template")
-    _copy_template(copier_template_root, repo)
+    copy_template(repo, copier_template_root)
     git(repo, "init", "-q")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "template 1.0.0")

@@ -48,8 +48,14 @@ def test_maps_a_typical_record() -> None:
         "tags": ["database", "connection-pooling"],
         "description": "Writes rows.",
         "actions": ["insert_rows_into_postgresql_tables"],
+        # the operation inserts rows into PostgreSQL: a PostgreSQL writer
+        "use_postgres": True,
     }
     assert result.warnings == []
+    assert result.derived == {
+        "use_postgres": "operations[0] says the node writes to a database: "
+        "'Insert rows into PostgreSQL tables'"
+    }
 
 
 @pytest.mark.parametrize("raw", ["EFFECT", "Effect", " effect "])
@@ -255,3 +261,35 @@ def test_values_are_shown_safely() -> None:
     assert safe_repr(Hostile()) == "<Hostile>"
     message = str(InvalidParsedData([]))
     assert "0 problem(s)" in message
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("description", "Writes validated rows to PostgreSQL."),
+        ("operations", ["Validate row schema", "Insert rows into Postgres tables"]),
+        ("features", ["connection pooling", "persists events in a database"]),
+    ],
+)
+def test_a_postgres_writer_turns_use_postgres_on_and_says_so(field: str, value: Any) -> None:
+    data = base(description="Does things.", operations=["Validate input"], features=[])
+    data[field] = value
+    result = map_parsed_data(data)
+    assert result.answers["use_postgres"] is True
+    assert result.derived["use_postgres"].startswith(field)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"description": "Reads rows from PostgreSQL and returns them."},
+        {"description": "Writes files to disk.", "features": ["retries"]},
+        {"node_type": "compute", "description": "Writes results to a database."},
+    ],
+)
+def test_use_postgres_stays_off_unless_an_effect_writes_to_a_database(
+    changes: dict[str, Any],
+) -> None:
+    result = map_parsed_data(base(**{"operations": ["Validate input"], "features": [], **changes}))
+    assert "use_postgres" not in result.answers
+    assert "use_postgres" not in result.derived

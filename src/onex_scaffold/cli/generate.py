@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from onex_scaffold._exceptions import InvalidInputError, StageFailed
+from onex_scaffold._yaml import load_untrusted_yaml
 
 
 def register(subparsers: Any) -> None:
@@ -69,12 +70,15 @@ def _stdout_to_stderr() -> Iterator[None]:
 
 
 def _load(path: Path) -> Any:
-    """The PRD file's data; JSON first, then YAML (safe loader: no Python objects)."""
+    """The PRD file's data; JSON first, then YAML (safe loader: no Python objects, alias
+    expansion bounded)."""
     text = path.read_text(encoding="utf-8")
     try:
         return json.loads(text)
     except json.JSONDecodeError:
-        return yaml.safe_load(text)
+        return load_untrusted_yaml(text)
+    except RecursionError as error:
+        raise InvalidInputError(f"{path} is nested too deeply to read") from error
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
             what = f"generated ({len(result['generated_files'])} files)"
         print(f"{result['node_name']} {what} in {result['output_path']}")
         print(f"  template {stage.metadata.get('template')} @ {result.get('template_version')}")
+        for answer, reason in stage.metadata.get("derived_answers", {}).items():
+            print(f"  {answer}: on, because {reason}")
         for gate in stage.warning_gates:
             print(f"  warning: {gate.name}: {gate.message}")
     return 0

@@ -1,17 +1,16 @@
-"""``onex-node new DIR``: create a node project from the template (``copier copy``)."""
+"""``onex-node new DIR``: create a node project from the template, answers given as flags.
+
+It runs the same staged, checked path as ``onex-node generate`` (Stage 4.5, with the
+answers given directly instead of mapped from a PRD).
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
-from onex_scaffold._exceptions import AnswerError, OnexError, RenderError, SnapshotError
-from onex_scaffold._render import render_node
-
-logger = logging.getLogger(__name__)
+from onex_scaffold._exceptions import AnswerError, OnexError, StageFailed
 
 NODE_TYPES = ("effect", "compute", "reducer", "orchestrator")
 
@@ -111,61 +110,29 @@ def answers_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return data
 
 
-def _bundled_snapshot() -> tuple[str | None, str | None]:
-    """(template, vcs_ref) for the bundled template: its git snapshot, as Stage 4.5 uses,
-    so the project records a commit that ``copier update`` can merge from. (None, None)
-    when the cache is not writable: Copier then renders the bundled folder itself."""
-    from onex_scaffold import __version__
-    from onex_scaffold._snapshot import snapshot
-    from onex_scaffold._template import template_root
-
-    try:
-        repo, commit = snapshot(template_root(), __version__)
-    except (SnapshotError, OSError) as error:
-        logger.warning("template cache not usable (%s); rendering the bundled folder", error)
-        return None, None
-    return str(repo), commit
-
-
-def _remove_partial(target: Path, existed: bool) -> None:
-    """Undo a failed copy: the folder is left as it was (absent, or empty)."""
-    if not existed:
-        shutil.rmtree(target, ignore_errors=True)
-        return
-    for child in target.iterdir() if target.is_dir() else ():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child, ignore_errors=True)
-        else:
-            child.unlink(missing_ok=True)
-
-
 def run(args: argparse.Namespace) -> int:
     target = Path(args.directory).expanduser().absolute()
     if target.is_symlink() or (target.exists() and not target.is_dir()):
         raise OnexError(f"{target} exists and is not a folder")
-    existed = target.exists()
-    if existed and any(target.iterdir()):
-        # Copier would write file after file and stop at the first one that exists,
-        # leaving a half-made project mixed with what was there.
+    if target.exists() and any(target.iterdir()):
+        # `new` never updates: Stage 4.5 would update a node found here.
         raise OnexError(
             f"{target} is not empty; choose a new or empty folder "
             "(to refresh a generated node, run `copier update --trust` in it)"
         )
-    template, vcs_ref = args.template, args.vcs_ref
-    if template is None and vcs_ref is None:
-        template, vcs_ref = _bundled_snapshot()
-    try:
-        data = answers_from_args(args)
-        node = render_node(
-            target,
-            data,
-            template=template,
-            vcs_ref=vcs_ref,
-            quiet=args.quiet,
-        )
-    except RenderError:  # AnswerError (exit 2) included
-        _remove_partial(target, existed)
-        raise
+    data = answers_from_args(args)
+    from onex_scaffold.stage._run import StageRun
+
+    # The same staged, checked path as `onex-node generate`: rendered beside the folder,
+    # gated, then moved in; a failure leaves the folder as it was.
+    stage, result = StageRun(
+        None, target, template=args.template, vcs_ref=args.vcs_ref, answers_given=data
+    ).run()
+    if stage.status != "completed":
+        raise StageFailed(stage)
     if not args.quiet:
-        print(f"created {node.path} (template {node.template_version or 'unversioned'})")
+        version = result.get("template_version") or "unversioned"
+        print(f"created {result['output_path']} (template {version})")
+        for gate in stage.warning_gates:
+            print(f"  warning: {gate.name}: {gate.message}")
     return 0

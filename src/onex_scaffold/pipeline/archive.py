@@ -14,29 +14,16 @@ import tarfile
 from pathlib import Path
 from typing import Final
 
+from onex_scaffold._exceptions import InvalidInputError
+from onex_scaffold._files import SKIPPED_DIRS
 from onex_scaffold.pipeline.events import NodeArchive
 
-#: Folders never packed (caches, virtualenvs, VCS).
-SKIPPED_DIRS: Final = frozenset(
-    {
-        ".git",
-        ".venv",
-        "venv",
-        ".nox",
-        ".tox",
-        "node_modules",
-        "__pycache__",
-        ".mypy_cache",
-        ".pytest_cache",
-        ".ruff_cache",
-    }
-)
 #: Most files and bytes (uncompressed) an archive may unpack to.
 MAX_FILES: Final = 2000
 MAX_UNPACKED_BYTES: Final = 64 * 1024 * 1024
 
 
-class ArchiveError(ValueError):
+class ArchiveError(InvalidInputError):
     """The archive is damaged, too large or holds something a node never has."""
 
 

@@ -1,0 +1,77 @@
+"""The Stage 4.5 entry points: the pipeline's coroutine and the synchronous call for scripts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from onex_scaffold._exceptions import StageFailed
+from onex_scaffold.stage._models import PipelineStage
+from onex_scaffold.stage._run import StageRun
+
+__all__ = ["generate_node", "stage_4_5_event_bus_integration"]
+
+
+async def stage_4_5_event_bus_integration(
+    generation_result: dict[str, Any],
+    parsed_data: dict[str, Any],
+    *,
+    output_directory: str | os.PathLike[str] | None = None,
+    template: str | os.PathLike[str] | None = None,
+    vcs_ref: str | None = None,
+    extra_answers: Mapping[str, Any] | None = None,
+) -> tuple[PipelineStage, dict[str, Any]]:
+    """Generate (or update) the node described by ``parsed_data``.
+
+    The node goes to ``output_directory``; without it, to ``generation_result["output_path"]``,
+    else to the folder of ``generation_result["main_file"]`` (the pipeline's Stage 4 output),
+    so the design's two-argument call works. With none of them the stage fails, saying so.
+
+    Returns the stage record and ``generation_result`` updated with the generated files,
+    ``main_file``, ``startup_script``, ``env_template``, ``dockerfile``,
+    ``compose_fragment``, ``answers_file``, ``node_name`` (the class) and
+    ``template_version``. Bad data never raises: the stage is ``failed`` with an
+    ``error`` and the failed gates. ``extra_answers`` passes further Copier answers
+    (e.g. ``{"use_postgres": True}``); Copier validates them.
+    """
+    # The whole job runs in one worker thread so that cancelling the caller never
+    # leaves a staging folder behind: cleanup happens in that thread.
+    return await asyncio.to_thread(
+        generate_node,
+        parsed_data,
+        output_directory,
+        generation_result=generation_result,
+        template=template,
+        vcs_ref=vcs_ref,
+        extra_answers=extra_answers,
+    )
+
+
+def generate_node(
+    parsed_data: dict[str, Any],
+    output_directory: str | os.PathLike[str] | None = None,
+    *,
+    generation_result: Mapping[str, Any] | None = None,
+    template: str | os.PathLike[str] | None = None,
+    vcs_ref: str | None = None,
+    extra_answers: Mapping[str, Any] | None = None,
+    raise_on_failure: bool = False,
+) -> tuple[PipelineStage, dict[str, Any]]:
+    """Synchronous :func:`stage_4_5_event_bus_integration` for scripts.
+
+    Safe to call from inside a running event loop (it starts none). With
+    ``raise_on_failure`` a failed stage raises :class:`~onex_scaffold.StageFailed`.
+    """
+    stage, result = StageRun(
+        parsed_data,
+        output_directory,
+        generation_result=generation_result,
+        template=template,
+        vcs_ref=vcs_ref,
+        extra_answers=extra_answers,
+    ).run()
+    if raise_on_failure and stage.status != "completed":
+        raise StageFailed(stage)
+    return stage, result

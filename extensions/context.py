@@ -16,6 +16,7 @@ in ``copier.yml`` as ``extensions/context.py:<Class>``.
 from __future__ import annotations
 
 import hashlib
+import importlib.machinery
 import importlib.util
 import re
 import sys
@@ -32,6 +33,9 @@ from jinja2.ext import Extension
 
 _HERE = Path(__file__).resolve().parent
 NAMING_PATH = _HERE.parent / "template" / "{{package_name}}" / "runtime" / "naming.py"
+WRITER_PATH = (
+    _HERE.parent / "template" / "{{package_name}}" / "{% if postgres_writer %}writer.py{% endif %}"
+)
 TEXT_PATH = _HERE / "text.py"
 ENVVARS_PATH = _HERE / "envvars.py"
 
@@ -47,7 +51,10 @@ def _load(path: Path, label: str) -> ModuleType:
     module = sys.modules.get(name)
     if module is not None:
         return module
-    spec = importlib.util.spec_from_file_location(name, path)
+    # An explicit loader: a conditional file name (``{% if ... %}writer.py{% endif %}``)
+    # does not end in .py, so the suffix cannot choose one.
+    loader = importlib.machinery.SourceFileLoader(name, str(path))
+    spec = importlib.util.spec_from_file_location(name, path, loader=loader)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}: the template checkout is incomplete")
     module = importlib.util.module_from_spec(spec)
@@ -63,6 +70,7 @@ def _load(path: Path, label: str) -> ModuleType:
 naming = _load(NAMING_PATH, "naming")
 text = _load(TEXT_PATH, "text")
 envvars = _load(ENVVARS_PATH, "envvars")
+writer = _load(WRITER_PATH, "writer")
 
 
 def _valid(value: object, rule: str) -> TypeGuard[str]:
@@ -88,6 +96,8 @@ def derive(answers: Mapping[str, Any]) -> dict[str, Any]:
         )
         # The effect's out-of-the-box PostgreSQL writer (writer.py).
         out["postgres_writer"] = bool(node_type == "effect" and answers.get("use_postgres"))
+        if out["postgres_writer"] and _valid(service, "service_name"):
+            out["writer_table"] = writer.table_name(service)
         out["uses_kafka"] = node_type != "compute" or bool(answers.get("event_bus_enabled", True))
         out["env_vars"] = envvars.env_vars(answers)
         if _valid(node_name, "node_name"):

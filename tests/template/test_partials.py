@@ -54,3 +54,11 @@ def test_postgres_module_follows_uses_postgres(rendered: dict[str, RenderedNode]
         assert (node.path / pkg / "runtime" / "postgres.py").is_file() == bool(wanted), variant
         assert "uses_postgres" not in answers, variant
         assert not list(node.path.rglob("_partials")), variant
+
+
+def test_writer_table_is_documented_in_the_readme(rendered: dict[str, RenderedNode]) -> None:
+    """The README of an effect with PostgreSQL names the table (writer.table_name)."""
+    readme = (rendered["effect-postgres"].path / "README.md").read_text(encoding="utf-8")
+    assert "one row of the table `pg_writer_db_events`" in readme
+    plain = (rendered["effect"].path / "README.md").read_text(encoding="utf-8")
+    assert "one row of the table" not in plain

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import ast
+import fnmatch
 import importlib.metadata
 import re
+import shutil
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -13,8 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from onex_scaffold import RenderedNode, jinja_leftovers, read_answers, template_version
-from onex_scaffold import naming
+from onex_scaffold import RenderedNode, jinja_leftovers, naming, read_answers, template_version
 
 from .conftest import COMMON, VARIANTS, project_env, run
 
@@ -231,9 +233,7 @@ def test_env_template_values_are_accepted_by_the_node(
     node = rendered[variant]
     pkg = naming().package_name(node.answers["service_name"])
     (tmp_path / ".env").write_text(_read(node, ".env.template"), encoding="utf-8")
-    code = (
-        f"from {pkg}.node import ANSWERS; print(ANSWERS.load_settings().consumer_group)"
-    )
+    code = f"from {pkg}.node import ANSWERS; print(ANSWERS.load_settings().consumer_group)"
     env = project_env()
     env["PYTHONPATH"] = str(node.path)
     for name in ("SERVICE_NAME", "KAFKA_CONSUMER_GROUP", "KAFKA_BOOTSTRAP_SERVERS"):
@@ -313,3 +313,42 @@ def test_imports_are_declared(rendered: dict[str, RenderedNode], variant: str) -
         assert dists(module) & runtime, f"{module} is imported but not a dependency"
     for module in _third_party_imports(list((node.path / "tests").rglob("*.py")), pkg):
         assert dists(module) & dev, f"tests import {module}, not in the dev extra"
+
+
+def _docker_ignored(patterns: list[str], path: str) -> bool:
+    """.dockerignore semantics for the simple patterns we use: the last match wins."""
+    ignored = False
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        pattern = pattern.removeprefix("!").rstrip("/")
+        first = path.split("/", 1)[0]
+        if fnmatch.fnmatchcase(path, pattern) or fnmatch.fnmatchcase(first, pattern):
+            ignored = not negated
+    return ignored
+
+
+def test_local_settings_and_dev_stack_state_are_ignored(
+    rendered: dict[str, RenderedNode], variant: str, tmp_path: Path
+) -> None:
+    """`.onex-dev/` and `.env.*` stay out of git and the image; `.env.template` does not."""
+    node = rendered[variant]
+    project = tmp_path / "project"
+    shutil.copytree(node.path, project)
+    run(["git", "init", "-q"], project)
+    for name in (".env", ".env.local", ".env.production", ".onex-dev/env"):
+        (project / name).parent.mkdir(exist_ok=True)
+        (project / name).write_text("SECRET=1\n", encoding="utf-8")
+    ignored = [".env", ".env.local", ".env.production", ".onex-dev/env"]
+    for name in ignored:
+        run(["git", "check-ignore", "-q", name], project)
+    kept = subprocess.run(["git", "check-ignore", "-q", ".env.template"], cwd=project, check=False)
+    assert kept.returncode == 1, ".env.template must stay tracked"
+
+    patterns = [
+        line.strip()
+        for line in _read(node, ".dockerignore").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for name in ignored:
+        assert _docker_ignored(patterns, name), f"{name} would be sent to docker build"
+    assert not _docker_ignored(patterns, ".env.template")

@@ -91,7 +91,7 @@ _STOP_WORDS: Final = frozenset(
 _REQUIREMENT: Final = re.compile(r"\b(must|should|shall|will|needs? to)\b", re.IGNORECASE)
 
 
-class AnalysisError(ValueError):
+class AnalysisError(InvalidInputError):
     """The PRD cannot be analysed; ``problems`` are (field, rule) pairs."""
 
     def __init__(self, reason: str, problems: list[tuple[str, str]] | None = None) -> None:

@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
+from onex_scaffold._exceptions import OnexError
 from onex_scaffold._template import load_runtime_module
 from onex_scaffold.pipeline import events
 from onex_scaffold.pipeline.events import (
@@ -48,11 +49,11 @@ NEXT_STAGE: Final = {
 ProgressFn = Callable[[str, Any], None]
 
 
-class PipelineUnavailable(RuntimeError):
+class PipelineUnavailable(OnexError, RuntimeError):
     """The broker did not answer."""
 
 
-class PipelineTimeout(TimeoutError):
+class PipelineTimeout(OnexError, TimeoutError):
     """No end event in time; ``waiting_for`` names the stage that did not answer."""
 
     def __init__(self, request_id: uuid.UUID, waiting_for: str, timeout_s: float) -> None:

@@ -50,10 +50,10 @@ def stage_source(folder: str) -> Path:
     from onex_scaffold import template_root
 
     candidates = [_PACKAGE_DIR / "_nodes" / folder]
-    if os.environ.get(NODES_DIR_VAR):
-        candidates = [Path(os.environ[NODES_DIR_VAR]).expanduser().resolve() / folder]
     with contextlib.suppress(FileNotFoundError):  # no checkout: the packaged copy
         candidates.insert(0, template_root() / "nodes" / folder)
+    if os.environ.get(NODES_DIR_VAR):
+        candidates = [Path(os.environ[NODES_DIR_VAR]).expanduser().resolve() / folder]
     for candidate in candidates:
         if (candidate / "start_node.py").is_file():
             return candidate

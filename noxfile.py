@@ -72,8 +72,9 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on src/, benchmarks/, the unit and runtime tests and this file.
 
     The paths are `[tool.mypy] files` in pyproject.toml, so a plain `mypy` checks the same.
+    The `bench` extra is installed too: benchmarks/ imports the peers it measures.
     """
-    session.install("-e", DEV)
+    session.install("-e", ".[dev,bench]")
     session.run("mypy")
 
 
@@ -158,7 +159,9 @@ def _omnibase_python(session: nox.Session) -> str:
 
 @nox.session
 def e2e(session: nox.Session) -> None:
-    """Start the real stack, run the e2e tests against it, stop it again."""
+    """Start the real stack, run the e2e tests against it, then `onex-node pipeline
+    regenerate-self --check` (our nodes are what the live pipeline makes from their PRD.md),
+    stop it again."""
     _refuse_nested_repositories(session)
     session.install(*TEST_DEPS)
     omnibase_python = _omnibase_python(session)
@@ -170,6 +173,12 @@ def e2e(session: nox.Session) -> None:
             ONEX_E2E_REQUIRED="1", ONEX_DEV_ROOT=str(ROOT), ONEX_OMNIBASE_PYTHON=omnibase_python
         )
         session.run("pytest", "-m", "e2e", *session.posargs, env=env)
+        if not session.posargs:
+            # Our own nodes are exactly what the running pipeline makes from their PRD.md.
+            session.run(
+                "onex-node", "pipeline", "regenerate-self", "--check", "--root", str(ROOT),
+                env=env,
+            )  # fmt: skip
     finally:
         if was_running:
             session.log("the stack was running before this session: left running")

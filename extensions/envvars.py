@@ -78,6 +78,12 @@ def env_vars(answers: Mapping[str, Any]) -> list[dict[str, Any]]:
     )
     add(g, "SERVICE_BIND_HOST", "0.0.0.0", "Interface the HTTP server listens on")
     add(g, "INSTANCE_ID", "", "Stable instance id (default: <hostname>-<port>)")
+    add(
+        g,
+        "TEMPLATE_VERSION",
+        "",
+        "Template version announced (default: _commit of .copier-answers.yml)",
+    )
     g = "Lifecycle"
     add(g, "LOG_LEVEL", "INFO", "CRITICAL, ERROR, WARNING, INFO or DEBUG", value=True)
     add(
@@ -169,6 +175,24 @@ def env_vars(answers: Mapping[str, Any]) -> list[dict[str, Any]]:
             "KAFKA_CONNECT_WAIT_S",
             "10.0",
             "Seconds to wait for the broker at start before running degraded",
+        )
+        add(
+            g,
+            "KAFKA_CREATE_TOPICS",
+            True,
+            "Create the node's topics at start (false: the cluster's operators create them)",
+        )
+        add(
+            g,
+            "KAFKA_TOPIC_REPLICATION_FACTOR",
+            0,
+            "Replicas of the topics the node creates (0: min(3, brokers))",
+        )
+        add(
+            g,
+            "KAFKA_TOPIC_MIN_INSYNC_REPLICAS",
+            0,
+            "min.insync.replicas of the topics the node creates (0: min(2, replicas - 1), >= 1)",
         )
         g = "Resilience"
         add(g, "PUBLISH_MAX_RETRIES", 3, "Retries of a failed publish")

@@ -4,11 +4,16 @@
 OnexError                      exit 1 (base; the CLI prints the message, never a traceback)
 ├── InvalidInputError          exit 2 (the user's input or arguments were refused)
 │   ├── InvalidParsedData      parsed_data cannot become template answers (``problems``)
-│   └── ConsulQueryError       Consul cannot be asked (address, connection, refusal)
+│   ├── ConsulQueryError       Consul cannot be asked (address, connection, refusal)
+│   ├── AnalysisError          a PRD the pipeline cannot analyse (``onex_scaffold.pipeline``)
+│   └── ArchiveError           a node archive that is damaged or too large (pipeline)
 ├── RenderError                Copier could not produce or update the node
 │   └── AnswerError            exit 2, an answer refused by the template's validators
 ├── SnapshotError              the template cache could not be written
 ├── StageFailed                a Stage 4.5 run failed (``stage`` holds the gates)
+├── GitError                   git failed (``onex_scaffold._git``)
+├── PipelineUnavailable        the pipeline's broker did not answer (pipeline client)
+├── PipelineTimeout            no end event in time (pipeline client)
 └── DevStackError              the dev stack (``onex_scaffold.devstack.errors``)
 ```
 

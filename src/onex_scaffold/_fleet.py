@@ -6,11 +6,14 @@
 from __future__ import annotations
 
 import os
+import re
 import urllib.parse
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import consul
+from packaging.version import InvalidVersion, Version
 
 from onex_scaffold._exceptions import ConsulQueryError
 
@@ -118,3 +121,79 @@ def _row(entry: dict[str, Any]) -> NodeRow:
         check_output="; ".join(o for o in outputs if o)[:200],
         template_version=meta.get("template_version", ""),
     )
+
+
+# -- template versions (``onex-node nodes --outdated``) ---------------------------------------
+
+_SHA: Final = re.compile(r"^[0-9a-f]{4,40}$")
+_DESCRIBED: Final = re.compile(r"^(?P<tag>.+?)-(?P<distance>\d+)-g(?P<sha>[0-9a-f]{4,40})$")
+
+
+def _tag_key(tag: str) -> Version | None:
+    try:
+        return Version(tag)
+    except InvalidVersion:
+        return None
+
+
+def newest_template_version(source: str | None = None) -> str:
+    """The version a node rendered now from ``source`` would record (Copier's ``_commit``).
+
+    A local checkout renders its ``HEAD`` (``git describe --tags --always``); a git URL its
+    newest PEP 440 tag, else its ``HEAD`` commit. Default: the bundled template's checkout.
+    """
+    from onex_scaffold._git import GitError, git, toplevel
+    from onex_scaffold._template import is_url, template_root
+
+    if source and is_url(source):
+        tags = [
+            line.rsplit("refs/tags/", 1)[-1]
+            for line in git(Path.cwd(), "ls-remote", "--tags", "--refs", source).splitlines()
+        ]
+        versioned = [(key, tag) for tag in tags if (key := _tag_key(tag)) is not None]
+        if versioned:
+            return max(versioned)[1]
+        head = git(Path.cwd(), "ls-remote", source, "HEAD").split()
+        if not head:
+            raise ConsulQueryError(f"{source} has no tags and no HEAD; is it a template?")
+        return head[0][:7]
+    folder = Path(source).expanduser().resolve() if source else template_root()
+    if toplevel(folder) != folder:
+        raise ConsulQueryError(
+            f"{folder} is not a git checkout of the template: pass --template with a "
+            "checkout or the template's git URL"
+        )
+    try:
+        return git(folder, "describe", "--tags", "--always", "HEAD").strip()
+    except GitError as error:
+        raise ConsulQueryError(str(error)) from error
+
+
+def is_outdated(recorded: str, newest: str) -> bool:
+    """Whether a node rendered at ``recorded`` (its ``_commit``) is behind ``newest``.
+
+    Tags compare as PEP 440 versions (``v1.2.0-3-gabc`` is three commits after ``v1.2.0``);
+    a bare commit is current only when it is the newest one; unknown is outdated.
+    """
+    if not recorded:
+        return True
+    if recorded == newest:
+        return False
+    if _SHA.match(recorded) and _SHA.match(newest):  # abbreviations of one commit
+        return not (recorded.startswith(newest) or newest.startswith(recorded))
+
+    def position(described: str) -> tuple[Version, int] | None:
+        match = _DESCRIBED.match(described)
+        tag, distance = (match["tag"], int(match["distance"])) if match else (described, 0)
+        key = _tag_key(tag)
+        return (key, distance) if key is not None else None
+
+    mine, theirs = position(recorded), position(newest)
+    if theirs is None:
+        return True  # the newest is a bare commit and this node was made from another one
+    return mine is None or mine < theirs
+
+
+def outdated_nodes(rows: list[NodeRow], newest: str) -> list[NodeRow]:
+    """The rows whose template version is behind ``newest``."""
+    return [row for row in rows if is_outdated(row.template_version, newest)]

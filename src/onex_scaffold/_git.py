@@ -12,6 +12,8 @@ import subprocess
 from pathlib import Path
 from typing import Final
 
+from onex_scaffold._exceptions import OnexError
+
 __all__ = ["GIT_ENV", "GitError", "clone", "git", "has_commit", "run_git", "toplevel"]
 
 #: Commits in the template cache and in staging repositories need an identity, but not the
@@ -25,7 +27,7 @@ GIT_ENV: Final = {
 }
 
 
-class GitError(RuntimeError):
+class GitError(OnexError, RuntimeError):
     """git failed; the message has the command, the folder and git's own words."""
 
 

@@ -5,6 +5,7 @@ template. Its template-owned files must be exactly what the committed template r
 its committed answers; its owner files are its own:
 
 * the template's ``_skip_if_exists`` files (``handlers.py``, ``tests/test_handlers.py``),
+* ``PRD.md``, the PRD the node is generated from (``onex-node pipeline regenerate-self``),
 * every file in the node's package that the template does not produce (``discovery.py`` ...),
 * the dependency lines below the marker in ``pyproject.toml``.
 
@@ -40,6 +41,8 @@ from onex_scaffold._git import clone
 OWN_DEPENDENCIES: Final = re.compile(
     r"(# Your own dependencies go below this line\.\n)(?:.*\n)*?(?=\])", re.MULTILINE
 )
+#: The PRD a node is generated from, kept beside it: the node's own, like its owner files.
+PRD_FILE: Final = "PRD.md"
 #: Answers-file lines that depend on where and from which commit the node was rendered.
 _PROVENANCE_KEYS: Final = ("_commit:", "_src_path:")
 
@@ -105,8 +108,8 @@ def files(root: Path) -> dict[str, Path]:
 
 
 def owner_files(node: Path, rendered: Path, template: Path) -> set[str]:
-    """The node's owner files: ``_skip_if_exists`` plus the modules the node's package
-    has and the template does not produce."""
+    """The node's owner files: ``_skip_if_exists``, its ``PRD.md``, and the modules the
+    node's package has and the template does not produce."""
     from onex_scaffold._template import owner_files as skipped_files
 
     package = package_of(node)
@@ -115,7 +118,7 @@ def owner_files(node: Path, rendered: Path, template: Path) -> set[str]:
     added = {
         rel for rel in files(node) if rel.startswith(f"{package}/") and rel not in rendered_files
     }
-    return skipped | added
+    return skipped | added | ({PRD_FILE} if (node / PRD_FILE).is_file() else set())
 
 
 def _normalise(relative: str, text: str) -> str:

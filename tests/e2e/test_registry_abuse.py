@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,8 +39,10 @@ from registry_helpers import (
     registry_restarted_with,
     registry_url,
     say_goodbye,
+    start_node,
     wait_for,
 )
+from test_registry import SERVICE, writer_project  # noqa: F401 - the shared fixture
 
 from onex_scaffold.devstack.registry import probe_registry
 from onex_scaffold.devstack.stack import Stack
@@ -320,14 +323,14 @@ def test_silent_records_and_orphaned_manifests_expire(
     with urllib.request.urlopen(request, timeout=5):
         pass
     with registry_restarted_with(
-        REGISTRY_NODE_TTL_S="2", REGISTRY_RECORD_TTL_S="4", REGISTRY_EXPIRY_INTERVAL_S="1"
+        REGISTRY_NODE_TTL_S="10", REGISTRY_RECORD_TTL_S="12", REGISTRY_EXPIRY_INTERVAL_S="1"
     ):
         with reader(stack, [INTRO], from_beginning=False) as intro:
             announce(prod, node)  # no heartbeats follow: the node is silent
             wait_for("registered", lambda: consul.status(sid) is not None, 40)
             started = time.monotonic()
             tombstone = find_record(
-                intro, lambda m: (m.key() or b"").decode() == key and m.value() is None, 30
+                intro, lambda m: (m.key() or b"").decode() == key and m.value() is None, 60
             )
             assert tombstone is not None
             print(f"\nsilent node tombstoned {time.monotonic() - started:.1f} s after registering")
@@ -337,7 +340,12 @@ def test_silent_records_and_orphaned_manifests_expire(
 
 
 def test_with_a_discovery_key_only_signed_records_count(
-    stack: StackAddresses, consul: ConsulHttp, registry: str
+    stack: StackAddresses,
+    consul: ConsulHttp,
+    registry: str,
+    database_url: str,
+    writer_project: Path,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     from onex_registry.runtime.signing import DiscoverySigner
 
@@ -373,6 +381,17 @@ def test_with_a_discovery_key_only_signed_records_count(
             produce_record(prod, BYE, envelope(naming.EVENT_NODE_SHUTDOWN, bye), skey)
             time.sleep(2)
             assert consul.status(service_id(signed)) == "passing"
+            # A generated node given the key signs its announcement, heartbeats and goodbye.
+            node = start_node(
+                writer_project, SERVICE, stack, tmp_path, extra_env={"ONEX_DISCOVERY_KEY": key}
+            )
+            try:
+                wait_for(
+                    "signing node passing", lambda: consul.status(node.service_id) == "passing", 60
+                )
+            finally:
+                assert node.stop() == 0, node.log()
+            wait_for("signing node gone", lambda: consul.status(node.service_id) is None, 15)
         finally:
             bye = {
                 "node_id": skey,

@@ -179,3 +179,36 @@ def test_the_same_files_are_validated_once(
     names = [g.name for g in again.stages[-1].validation_gates]
     assert "validation_cache" in names
     assert "validation_cache" not in [g.name for g in first.stages[-1].validation_gates]
+
+
+def test_a_plugged_refiner_gets_the_findings_no_tool_can_fix(
+    tmp_path: Path, effect_prd: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+    import types
+
+    generated = _generated(tmp_path, effect_prd)
+    folder = tmp_path / "broken"
+    archive.unpack(generated.archive, folder)
+    handlers = folder / "order_writer" / "handlers.py"
+    original = handlers.read_text()
+    handlers.write_text("def f(:\n")
+    seen: list[str] = []
+
+    class Restorer:
+        def refine(self, root: Path, findings: object) -> list[str]:
+            seen.extend(f.file or "" for f in findings)  # type: ignore[attr-defined]
+            (root / "order_writer" / "handlers.py").write_text(original)
+            return ["restored handlers.py"]
+
+    plugin = types.ModuleType("fake_refiner")
+    plugin.Restorer = Restorer  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "fake_refiner", plugin)
+    monkeypatch.setenv("ONEX_PIPELINE_REFINER", "fake_refiner:Restorer")
+    validated = stages.validate_code(generated.model_copy(update={"archive": archive.pack(folder)}))
+    assert not validated.passed and not validated.fixable  # type: ignore[union-attr]
+    refined = stages.refine_code(validated)  # type: ignore[arg-type]
+    assert refined is not None and refined.kind == "code_refined", refined
+    assert "restored handlers.py" in refined.fixes  # type: ignore[union-attr]
+    assert "order_writer/handlers.py" in seen
+    assert stages.validate_code(refined).passed  # type: ignore[arg-type, union-attr]

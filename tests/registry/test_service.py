@@ -40,3 +40,19 @@ async def test_a_consumer_cancelled_on_shutdown_is_not_a_failure() -> None:
     await asyncio.gather(task, return_exceptions=True)
     await asyncio.sleep(0)
     assert ctx.not_ready == {}
+
+
+async def test_a_start_task_that_died_makes_health_fail_and_its_normal_end_does_not() -> None:
+    async def dies() -> None:
+        raise TimeoutError("no answer from Kafka in time")
+
+    async def ends() -> None:
+        return None
+
+    for body, expected in ((dies, True), (ends, False)):
+        ctx = Context()
+        task = asyncio.create_task(body(), name="registry")
+        task.add_done_callback(lambda t, c=ctx: RegistryService._discovery_stopped(c, t))  # type: ignore[misc, arg-type]
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.sleep(0)
+        assert (READY_DISCOVERY in ctx.not_ready) is expected

@@ -65,6 +65,12 @@ def reference(events: Any, envelope: Any, payload: dict[str, Any]) -> Any:
             instance_id=envelope.source.instance_id,
             hostname=envelope.source.hostname,
         ),
+        metadata=events.ModelEventMetadata(
+            trace_id=envelope.metadata.trace_id,
+            span_id=envelope.metadata.span_id,
+            parent_span_id=envelope.metadata.parent_span_id,
+            extra=envelope.metadata.extra,
+        ),
         payload=payload,
     )
 

@@ -14,12 +14,6 @@ import pytest
 from _stage_helpers import copy_template
 
 
-@pytest.fixture(autouse=True)
-def _template_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """Snapshots of the bundled template go to a test folder, never the user's cache."""
-    monkeypatch.setenv("ONEX_SCAFFOLD_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
 @pytest.fixture(scope="session")
 def template_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A git template at tag 1.0.0 (shared: tests must not change it)."""

@@ -210,3 +210,16 @@ def test_yaml_alias_bombs_are_refused(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert "alias" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "n").exists()
+
+
+def test_the_pipeline_analyzer_refuses_yaml_alias_bombs_too() -> None:
+    import pytest
+
+    from onex_scaffold.pipeline.analyzer import AnalysisError, DeterministicAnalyzer
+
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, 10):
+        lines.append(f"a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * 9)}]")
+    bomb = "\n".join(lines) + "\nnode_type: effect\nservice_name: bomb\n"
+    with pytest.raises(AnalysisError, match="alias"):
+        DeterministicAnalyzer().analyze(bomb)

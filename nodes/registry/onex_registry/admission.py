@@ -157,6 +157,11 @@ def parse_networks(text: str, variable: str) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
+_DECIMAL: Final = re.compile(r"[1-9][0-9]*")
+_HEX: Final = re.compile(r"0[xX][0-9A-Fa-f]*")
+_OCTAL: Final = re.compile(r"0[0-7]*")
+
+
 def parse_legacy_ipv4(text: str) -> ipaddress.IPv4Address | None:
     """An IPv4 address in any form ``inet_aton`` accepts (``2852039166``, ``0xa9fea9fe``,
     ``0251.0376.0251.0376``, ``169.254.43518``), or None when ``text`` is not one."""
@@ -165,12 +170,12 @@ def parse_legacy_ipv4(text: str) -> ipaddress.IPv4Address | None:
         return None
     numbers: list[int] = []
     for part in parts:
-        if re.fullmatch(r"0[xX][0-9A-Fa-f]*", part):
-            numbers.append(int(part[2:] or "0", 16))
-        elif re.fullmatch(r"0[0-7]*", part):
-            numbers.append(int(part, 8))
-        elif re.fullmatch(r"[1-9][0-9]*", part):
+        if _DECIMAL.fullmatch(part):
             numbers.append(int(part))
+        elif _HEX.fullmatch(part):
+            numbers.append(int(part[2:] or "0", 16))
+        elif _OCTAL.fullmatch(part):
+            numbers.append(int(part, 8))
         else:
             return None
     *head, last = numbers

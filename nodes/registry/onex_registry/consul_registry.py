@@ -25,7 +25,13 @@ import requests
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .admission import DEFAULT_REFUSED_NETWORKS, AddressPolicy, AdmissionError, parse_health_url
+from .admission import (
+    DEFAULT_REFUSED_NETWORKS,
+    AddressPolicy,
+    AdmissionError,
+    HealthEndpoint,
+    parse_health_url,
+)
 from .runtime import naming
 from .runtime.events import ModelNodeIntrospectionEvent
 from .runtime.signing import DiscoverySigner, parse_keys
@@ -317,6 +323,7 @@ def build_registration(
     *,
     manifest: str | None = None,
     extra_meta: dict[str, str] | None = None,
+    endpoint: HealthEndpoint | None = None,
 ) -> Registration:
     """The exact registration for ``event``: same event, same registration, same ID.
 
@@ -330,7 +337,10 @@ def build_registration(
     port: int | None = None
     check: dict[str, Any]
     if event.health_endpoint:
-        address, port = parse_health_endpoint(event.health_endpoint)
+        if endpoint is not None and endpoint.url == event.health_endpoint:
+            address, port = endpoint.host, endpoint.port  # parsed by the caller already
+        else:
+            address, port = parse_health_endpoint(event.health_endpoint)
         check = {
             "CheckID": check_id,
             "Name": f"{event.service_name} /health",

@@ -509,12 +509,13 @@ class DiscoveryConsumer:
         if manifest is None:
             manifest = event.model_dump_json(exclude={"correlation_id"})
         check_sizes(event, len(manifest.encode()))
+        endpoint = None
         if event.health_endpoint is not None:
             endpoint = parse_health_url(event.health_endpoint)
             resolved = await self._resolve(endpoint.host) if endpoint.is_name else ()
             self._policy.check(endpoint, resolved)
         registration = build_registration(
-            event, self._settings, manifest=manifest, extra_meta=extra_meta
+            event, self._settings, manifest=manifest, extra_meta=extra_meta, endpoint=endpoint
         )
         if node_id not in self.view.records and len(self.view.records) >= self._settings.max_nodes:
             raise AdmissionError(

@@ -55,7 +55,8 @@ class RegistryService:
         self.reconciler.on_consul_state = lambda ok, error: self._consul_state(ctx, ok, error)
         self.reconciler.on_refused = lambda reg, reason: self._dead_letter_refused(ctx, reg, reason)
         ctx.spawn(self.reconciler.run(), name="registry-reconciler")
-        ctx.spawn(self._run(ctx), name="registry")
+        run = ctx.spawn(self._run(ctx), name="registry")
+        run.add_done_callback(lambda task: self._discovery_stopped(ctx, task))
         ctx.spawn(self._expire_forever(ctx), name="registry-expiry")
 
     def _consul_state(self, ctx: NodeContext, reachable: bool, error: str) -> None:
@@ -98,8 +99,10 @@ class RegistryService:
         if task.cancelled():
             return
         error = task.exception()
+        if error is None and task.get_name() == "registry":
+            return  # the start task's normal end: the consumer runs on
         reason = f"{type(error).__name__}: {error}" if error is not None else "it returned"
-        ctx.set_not_ready(READY_DISCOVERY, f"the discovery consumer stopped ({reason})")
+        ctx.set_not_ready(READY_DISCOVERY, f"discovery stopped ({task.get_name()}: {reason})")
 
     async def _dead_letter_refused(
         self, ctx: NodeContext, registration: Registration, reason: str

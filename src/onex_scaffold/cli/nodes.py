@@ -7,7 +7,14 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from onex_scaffold._fleet import DEFAULT_CONSUL, NodeRow, consul_address, list_nodes
+from onex_scaffold._fleet import (
+    DEFAULT_CONSUL,
+    NodeRow,
+    consul_address,
+    list_nodes,
+    newest_template_version,
+    outdated_nodes,
+)
 
 
 def register(subparsers: Any) -> None:
@@ -24,16 +31,38 @@ def register(subparsers: Any) -> None:
         help="Consul HTTP address (default: CONSUL_HTTP_ADDR, the dev stack's Consul, "
         f"or {DEFAULT_CONSUL})",
     )
+    parser.add_argument(
+        "--outdated",
+        action="store_true",
+        help="only the nodes behind the newest template version (exit 1 when there are any)",
+    )
+    parser.add_argument(
+        "--template",
+        metavar="SRC",
+        help="with --outdated: the template checkout or git URL whose newest version counts "
+        "(default: the bundled template's checkout)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     rows = list_nodes(consul_address(args.consul), args.service)  # ConsulQueryError: exit 2
+    if not args.outdated:
+        if args.json:
+            print(json.dumps([asdict(r) for r in rows], indent=2))
+        else:
+            print(format_table(rows, args.service))
+        return 0
+    newest = newest_template_version(args.template)
+    behind = outdated_nodes(rows, newest)
     if args.json:
-        print(json.dumps([asdict(r) for r in rows], indent=2))
+        print(json.dumps({"newest": newest, "outdated": [asdict(r) for r in behind]}, indent=2))
+    elif behind:
+        print(f"{len(behind)} of {len(rows)} node(s) behind template version {newest}:")
+        print(format_table(behind))
     else:
-        print(format_table(rows, args.service))
-    return 0
+        print(f"all {len(rows)} node(s) run template version {newest}")
+    return 1 if behind else 0
 
 
 def format_table(rows: list[NodeRow], service: str | None = None) -> str:

@@ -69,6 +69,40 @@ def register(subparsers: Any) -> None:
     )
     request.set_defaults(func=run_request)
 
+    regenerate = commands.add_parser(
+        "regenerate-self",
+        help="send the PRD of every node under nodes/ through the running pipeline",
+        description=(
+            "Regenerate our own nodes (the registry and the seven stage nodes) from the PRD.md "
+            "each keeps, through the running pipeline in update mode: owner files are kept, "
+            "template-owned files are what the pipeline makes. --check writes nothing and "
+            "exits 1 when a template-owned file would change."
+        ),
+    )
+    regenerate.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 on any difference"
+    )
+    regenerate.add_argument("--template", metavar="SRC", help="template path or git URL")
+    regenerate.add_argument("--vcs-ref", metavar="REF", help="template git ref (e.g. a tag)")
+    regenerate.add_argument(
+        "--root", type=Path, default=Path.cwd(), metavar="DIR", help="the checkout (.)"
+    )
+    regenerate.add_argument("--json", action="store_true", help="print the result as JSON")
+    regenerate.add_argument(
+        "--timeout", type=float, default=600.0, metavar="S", help="seconds to wait (600)"
+    )
+    regenerate.add_argument(
+        "--fast",
+        action="store_true",
+        help="validate with parse, ruff and ruff format only (skip mypy and the nodes' tests)",
+    )
+    regenerate.add_argument(
+        "--bootstrap-servers",
+        metavar="HOST:PORT",
+        help="Kafka (default: $KAFKA_BOOTSTRAP_SERVERS, else the dev stack's)",
+    )
+    regenerate.set_defaults(func=run_regenerate_self)
+
 
 class _Progress:
     """One line per stage; on a terminal the line of the stage in progress is redrawn."""
@@ -179,3 +213,46 @@ def run_request(args: argparse.Namespace) -> int:
         shown = f" (got {problem.value})" if problem.value else ""
         print(f"  - {problem.field}: {problem.rule}{shown}", file=sys.stderr)
     return _INVALID_INPUT if failure.invalid_input else _FAILED
+
+
+def run_regenerate_self(args: argparse.Namespace) -> int:
+    from onex_scaffold.cli.generate import _stdout_to_stderr
+    from onex_scaffold.pipeline.client import PipelineTimeout
+    from onex_scaffold.pipeline.selfhost import (
+        SelfRegenerationError,
+        regenerate_self,
+        summary,
+    )
+
+    try:
+        with _stdout_to_stderr():
+            reports = asyncio.run(
+                regenerate_self(
+                    args.root,
+                    check=args.check,
+                    template=args.template,
+                    vcs_ref=args.vcs_ref,
+                    bootstrap_servers=args.bootstrap_servers,
+                    validation="fast" if args.fast else "full",
+                    timeout_s=args.timeout,
+                )
+            )
+    except (SelfRegenerationError, PipelineTimeout, RuntimeError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return _FAILED
+    if args.json:
+        print(json.dumps(summary(reports), indent=2))
+    else:
+        for report in reports:
+            print(report.line(args.check))
+    if any(r.status != "completed" for r in reports):
+        return _FAILED
+    if args.check and any(r.drifted for r in reports):
+        if not args.json:
+            print(
+                "template-owned files differ from what the pipeline makes from each PRD.md: "
+                "run `onex-node pipeline regenerate-self` (without --check) and commit",
+                file=sys.stderr,
+            )
+        return _FAILED
+    return 0

@@ -33,6 +33,8 @@ from typing import Any, Final, Literal, Protocol
 import yaml
 
 from onex_scaffold import naming
+from onex_scaffold._exceptions import InvalidInputError
+from onex_scaffold._yaml import load_untrusted_yaml
 
 PrdFormat = Literal["parsed_data", "markdown", "prose"]
 
@@ -89,7 +91,7 @@ _STOP_WORDS: Final = frozenset(
 _REQUIREMENT: Final = re.compile(r"\b(must|should|shall|will|needs? to)\b", re.IGNORECASE)
 
 
-class AnalysisError(ValueError):
+class AnalysisError(InvalidInputError):
     """The PRD cannot be analysed; ``problems`` are (field, rule) pairs."""
 
     def __init__(self, reason: str, problems: list[tuple[str, str]] | None = None) -> None:
@@ -136,9 +138,11 @@ def _as_parsed_data(text: str) -> Mapping[str, Any] | None:
             ) from error
     else:
         try:
-            data = yaml.safe_load(text)
+            data = load_untrusted_yaml(text)
         except yaml.YAMLError:
             return None
+        except InvalidInputError as error:  # an alias bomb: refused before it is built
+            raise AnalysisError(str(error), [("prd", "bounded YAML")]) from error
     if not isinstance(data, Mapping):
         return None
     inner = data.get("parsed_data")
@@ -252,7 +256,13 @@ def _from_markdown(text: str) -> Analysis:
     for line in sections.get("template answers", []):
         match = _KEY_LINE.match(line)
         if match:
-            extra[match.group(1).strip()] = yaml.safe_load(match.group(2)) if match.group(2) else ""
+            value = match.group(2)
+            try:
+                extra[match.group(1).strip()] = load_untrusted_yaml(value) if value else ""
+            except InvalidInputError as error:
+                raise AnalysisError(
+                    str(error), [(match.group(1).strip(), "bounded YAML")]
+                ) from error
     return Analysis("markdown", parsed, generation_result, extra, notes)
 
 

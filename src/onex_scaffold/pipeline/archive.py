@@ -14,6 +14,7 @@ import tarfile
 from pathlib import Path
 from typing import Final
 
+from onex_scaffold._exceptions import InvalidInputError
 from onex_scaffold._files import SKIPPED_DIRS
 from onex_scaffold.pipeline.events import NodeArchive
 
@@ -22,7 +23,7 @@ MAX_FILES: Final = 2000
 MAX_UNPACKED_BYTES: Final = 64 * 1024 * 1024
 
 
-class ArchiveError(ValueError):
+class ArchiveError(InvalidInputError):
     """The archive is damaged, too large or holds something a node never has."""
 
 

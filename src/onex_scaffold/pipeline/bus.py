@@ -68,7 +68,11 @@ def ensure_topics(bootstrap_servers: str, environment: str, timeout_s: float = 1
     )
 
     factor, config = topic_replication()
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    client_config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap_servers,
+        "logger": logging.getLogger(f"{__name__}.kafka"),
+    }
+    admin = AdminClient(client_config)
     wanted = events.pipeline_topics(environment)
     metadata = admin.list_topics(timeout=timeout_s)
     missing = [t for t in wanted if t not in metadata.topics]

@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
+from onex_scaffold._exceptions import OnexError
 from onex_scaffold._template import load_runtime_module
 from onex_scaffold.pipeline import events
 from onex_scaffold.pipeline.events import (
@@ -48,7 +49,11 @@ NEXT_STAGE: Final = {
 ProgressFn = Callable[[str, Any], None]
 
 
-class PipelineTimeout(TimeoutError):
+class PipelineUnavailable(OnexError, RuntimeError):
+    """The broker did not answer."""
+
+
+class PipelineTimeout(OnexError, TimeoutError):
     """No end event in time; ``waiting_for`` names the stage that did not answer."""
 
     def __init__(self, request_id: uuid.UUID, waiting_for: str, timeout_s: float) -> None:
@@ -110,11 +115,18 @@ class PipelineClient:
         await self.close()
 
     async def start(self) -> None:
-        from confluent_kafka import Consumer, Producer, TopicPartition
+        from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
         from onex_scaffold.pipeline.bus import ensure_topics
 
-        await asyncio.to_thread(ensure_topics, self.bootstrap_servers, self.environment)
+        quiet = logging.getLogger("onex_scaffold.pipeline.librdkafka")
+        try:
+            await asyncio.to_thread(ensure_topics, self.bootstrap_servers, self.environment, 5.0)
+        except KafkaException as error:
+            raise PipelineUnavailable(
+                f"Kafka at {self.bootstrap_servers} did not answer ({error.args[0]}); is the "
+                "stack up? `onex-node dev up`, or pass --bootstrap-servers"
+            ) from error
         self._producer = Producer(
             {
                 "bootstrap.servers": self.bootstrap_servers,
@@ -123,6 +135,7 @@ class PipelineClient:
                 "enable.idempotence": True,
                 "linger.ms": 0,
                 "compression.type": "lz4",
+                "logger": quiet,
             }
         )
         consumer = Consumer(
@@ -133,6 +146,7 @@ class PipelineClient:
                 "auto.offset.reset": "latest",
                 "fetch.wait.max.ms": 20,
                 "fetch.error.backoff.ms": 50,
+                "logger": quiet,
             }
         )
         request_topic = events.event_topic(events.NODE_GENERATION_REQUESTED, self.environment)

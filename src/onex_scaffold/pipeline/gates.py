@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import importlib
 import json
 import os
 import re
@@ -21,11 +22,11 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Final, Protocol
 
 import yaml
 
@@ -364,8 +365,28 @@ def as_validation_gates(results: list[GateResult]) -> list[ValidationGate]:
     return gates
 
 
-def refine(root: Path) -> list[str]:
-    """ruff --fix and ruff format on the node in place; returns what changed."""
+class Refiner(Protocol):
+    """A pluggable refiner (e.g. one backed by a language model): edits the node in ``root``
+    to address ``findings`` and returns one line per change it made."""
+
+    def refine(self, root: Path, findings: Sequence[Finding]) -> list[str]: ...
+
+
+def configured_refiner() -> Refiner | None:
+    """``ONEX_PIPELINE_REFINER=module:factory`` when set; None (ruff's fixes only) otherwise."""
+    spec = os.environ.get("ONEX_PIPELINE_REFINER", "").strip()
+    if not spec:
+        return None
+    module_name, _, attribute = spec.partition(":")
+    if not attribute:
+        raise ValueError(f"ONEX_PIPELINE_REFINER must be module:factory, got {spec!r}")
+    refiner: Refiner = getattr(importlib.import_module(module_name), attribute)()
+    return refiner
+
+
+def refine(root: Path, findings: Sequence[Finding] = ()) -> list[str]:
+    """ruff --fix and ruff format on the node in place, then the configured refiner if any;
+    returns what changed."""
     fixes: list[str] = []
     code, out = _run(
         [sys.executable, "-m", "ruff", "check", "--no-cache", "--fix", "-q", "."], root
@@ -376,4 +397,7 @@ def refine(root: Path) -> list[str]:
     match = re.search(r"(\d+) files? reformatted", out)
     if match and match.group(1) != "0":
         fixes.append(f"ruff format ({match.group(1)} files)")
+    plugged = configured_refiner()
+    if plugged is not None:
+        fixes.extend(plugged.refine(root, findings))
     return fixes

@@ -478,7 +478,7 @@ def refine_code(event: ValidationCompleted) -> CodeRefined | NodeGenerationFaile
         return None
     record = _Record("code_refiner")
     try:
-        if not event.fixable:
+        if not event.fixable and quality.configured_refiner() is None:
             problems = [
                 ProblemModel(
                     field=f.file or f.gate, rule=f"{f.gate}: {f.code or ''} {f.message}".strip()
@@ -501,7 +501,7 @@ def refine_code(event: ValidationCompleted) -> CodeRefined | NodeGenerationFaile
                 archives.unpack(event.archive, folder)
             except archives.ArchiveError as error:
                 raise _Failure(str(error)) from error
-            fixes = quality.refine(folder)
+            fixes = quality.refine(folder, event.findings)
             node = archives.pack(folder)
         _check_size(node)
         record.gate("fixes", "pass", ", ".join(fixes) or "nothing changed")

@@ -23,7 +23,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from .events import ModelEventEnvelope, ModelEventSource
+from .events import ModelEventEnvelope, ModelEventMetadata, ModelEventSource
 
 
 async def http_request(
@@ -150,12 +150,14 @@ async def send_event(
     *,
     correlation_id: uuid.UUID | None = None,
     key: str | None = None,
+    metadata: ModelEventMetadata | None = None,
 ) -> ModelEventEnvelope:
     """Publish one envelope the way another service would, and wait for the broker."""
     envelope = ModelEventEnvelope(
         event_type=event_type,
         correlation_id=correlation_id or uuid.uuid4(),
         source=ModelEventSource(service="test-client", instance_id="test"),
+        metadata=metadata or ModelEventMetadata(),
         payload=dict(payload),
     )
     await send_raw(bootstrap_servers, topic, envelope.to_bytes(), key=key)

@@ -1,23 +1,26 @@
-"""Node settings from the environment.
+"""Node settings from the environment and ``.env``.
 
 ``node.py`` passes the answers given at generation time as keyword arguments;
-the environment overrides them (see ``settings_customise_sources``), so a
-deployment changes a node with env vars only.
+``.env`` overrides them and the process environment overrides both (see
+``settings_customise_sources``), so a deployment changes a node with env vars
+only. ``.env`` is read from the working directory and from the project folder
+(the one holding ``start_node.py``); the working directory's wins.
 """
 
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
-from . import naming
+from . import naming, provenance
 
 OffsetReset = Literal["earliest", "latest"]
 LogLevel = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
@@ -27,7 +30,11 @@ class NodeSettings(BaseSettings):
     """Every environment variable a node reads. Names are the upper-case field names."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+        # Later files win: the working directory's .env over the project folder's.
+        env_file=(Path(__file__).resolve().parents[2] / ".env", ".env"),
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
     )
 
     # Kafka connection
@@ -52,6 +59,11 @@ class NodeSettings(BaseSettings):
     kafka_request_timeout_ms: int = Field(default=30_000, ge=1_000)
     kafka_delivery_timeout_ms: int = Field(default=30_000, ge=1_000)
     kafka_probe_interval_s: float = Field(default=5.0, gt=0)
+    # Topics the node creates (runtime/topics.py); 0 = what the cluster can hold:
+    # min(3, brokers) replicas, min(2, replicas - 1) in-sync replicas.
+    kafka_create_topics: bool = True
+    kafka_topic_replication_factor: int = Field(default=0, ge=0, le=32)
+    kafka_topic_min_insync_replicas: int = Field(default=0, ge=0, le=32)
     kafka_connect_wait_s: float = Field(default=10.0, ge=0)
 
     # Publisher resilience
@@ -77,6 +89,8 @@ class NodeSettings(BaseSettings):
     #: Interface the HTTP server listens on: all (containers) by default.
     service_bind_host: str = "0.0.0.0"
     instance_id: str = ""
+    #: The template version the node was rendered from; empty: read from the answers file.
+    template_version: str = ""
 
     # Lifecycle
     log_level: LogLevel = "INFO"
@@ -99,7 +113,7 @@ class NodeSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Environment first: keyword arguments are the generation-time defaults.
+        # Process environment, then .env, then the keyword arguments (generation-time answers).
         return env_settings, dotenv_settings, init_settings, file_secret_settings
 
     @field_validator("log_level", mode="before")
@@ -115,6 +129,16 @@ class NodeSettings(BaseSettings):
             raise ValueError(f"SERVICE_NAME {problem}")
         return value
 
+    @field_validator("template_version")
+    @classmethod
+    def _template_version(cls, value: str) -> str:
+        if value and not provenance.VERSION_PATTERN.fullmatch(value):
+            raise ValueError(
+                "TEMPLATE_VERSION must be a version tag or commit (letters, digits and "
+                "'._+-', at most 128 characters), or empty to read it from the answers file"
+            )
+        return value
+
     @field_validator("kafka_environment")
     @classmethod
     def _environment(cls, value: str) -> str:
@@ -122,6 +146,16 @@ class NodeSettings(BaseSettings):
         if problem:
             raise ValueError(f"KAFKA_ENVIRONMENT {problem}")
         return value
+
+    @model_validator(mode="after")
+    def _insync_within_replication(self) -> NodeSettings:
+        factor, insync = self.kafka_topic_replication_factor, self.kafka_topic_min_insync_replicas
+        if factor and insync > factor:
+            raise ValueError(
+                f"KAFKA_TOPIC_MIN_INSYNC_REPLICAS ({insync}) must not exceed "
+                f"KAFKA_TOPIC_REPLICATION_FACTOR ({factor}): no write could ever succeed"
+            )
+        return self
 
     # -- derived -------------------------------------------------------------
 

@@ -30,6 +30,8 @@ from .events import (
     ModelEventEnvelope,
     ModelEventSource,
     json_payload,
+    metadata_model,
+    metadata_text,
     new_id_int,
     timestamp_text,
     utc_now,
@@ -39,6 +41,7 @@ from .events import (
 from .metrics import Metrics
 from .resilience import BreakerState, CircuitBreaker, CircuitOpenError, backoff_delay
 from .signing import DiscoverySigner
+from .tracing import current_trace, new_span_id, new_trace_id
 
 log = logging.getLogger(__name__)
 
@@ -143,15 +146,25 @@ def cloudevents_source(service: str, instance_id: str) -> str:
 
 def cloudevents_headers(envelope: ModelEventEnvelope) -> Headers:
     """CloudEvents 1.0 Kafka binary-mode attributes, so CloudEvents consumers can read our
-    events; the record value (the CloudEvent's data) is the whole JSON envelope. Only the
-    required attributes: each header costs throughput, and time/correlation are in the data."""
+    events; the record value (the CloudEvent's data) is the whole JSON envelope. The
+    required attributes plus ``time`` (without it, CloudEvents SDKs report the time of
+    reading as the event's time). Tombstones carry no headers: they are no events."""
     source = envelope.source
     return [
         _CE_SPECVERSION,
         ("ce_id", str(envelope.event_id)),
         ("ce_source", cloudevents_source(source.service, source.instance_id)),
         ("ce_type", envelope.event_type),
+        ("ce_time", timestamp_text(envelope.timestamp)),
     ]
+
+
+def _trace() -> tuple[str, str | None]:
+    """(trace id, parent span id) for a new event: the handled event's, or a new trace."""
+    context = current_trace.get()
+    if context is None:
+        return new_trace_id(), None
+    return context.trace_id, context.span_id
 
 
 class EventPublisher:
@@ -173,8 +186,12 @@ class EventPublisher:
         producer_config: Mapping[str, Any] | None = None,
         metrics: Metrics | None = None,
         emit_cloudevents_headers: bool = True,
+        environment: str = "dev",
     ) -> None:
         self.service_name = service_name
+        #: ``KAFKA_ENVIRONMENT``: the prefix of topics derived from event types.
+        self.environment = environment
+        self._derived_topics: dict[str, str] = {}
         self.instance_id = instance_id
         self.max_retries = max_retries
         self.enable_dlq = enable_dlq
@@ -339,17 +356,33 @@ class EventPublisher:
         payload: Mapping[str, Any],
         correlation_id: uuid.UUID | None = None,
         causation_id: uuid.UUID | None = None,
+        *,
+        extra: Mapping[str, Any] | None = None,
     ) -> ModelEventEnvelope:
-        """A new envelope from this publisher (for ``publish_envelope``)."""
+        """A new envelope from this publisher (for ``publish_envelope``), in the current trace."""
         self._encoder.event_type_json(event_type)  # the model's length rule, without a pass
+        trace_id, parent = _trace()
         return self._encoder.envelope(
             new_id_int(),
             event_type,
             correlation_id.int if correlation_id is not None else new_id_int(),
             causation_id,
             utc_now(),
+            metadata_model(trace_id, new_span_id(), parent, dict(extra or {})),
             dict(payload),
         )
+
+    def _derive_topic(self, event_type: str) -> str:
+        """The topic of ``event_type`` when the caller names none (``naming.event_topic``)."""
+        derived = self._derived_topics.get(event_type)
+        if derived is None:
+            derived = naming.event_topic(self.environment, event_type)
+            if len(self._derived_topics) < 4096:  # a node has a handful; never grow unbounded
+                self._derived_topics[event_type] = derived
+        return derived
+
+    def _target(self, topic: str | None, event_type: str) -> str:
+        return topic or self.default_topic or self._derive_topic(event_type)
 
     def _encode(
         self,
@@ -357,6 +390,7 @@ class EventPublisher:
         payload: Mapping[str, Any],
         correlation: tuple[int, str] | None,
         causation_id: uuid.UUID | None,
+        extra: Mapping[str, Any] | None = None,
     ) -> tuple[ModelEventEnvelope, bytes, Headers]:
         """The envelope, its JSON and its headers, built without a validation pass.
         ``correlation`` is (id, text), or None for a new one."""
@@ -365,11 +399,25 @@ class EventPublisher:
             number = new_id_int()
             correlation = (number, uuid_text(number))
         now = utc_now()
+        trace_id, parent = _trace()
+        extras = dict(extra) if extra else {}
+        span_id = new_span_id()
         event_id, value, headers = self._record(
-            event_type, body, correlation, causation_id, timestamp_text(now)
+            event_type,
+            body,
+            correlation,
+            causation_id,
+            timestamp_text(now),
+            metadata_text(trace_id, span_id, parent, extras),
         )
         envelope = self._encoder.envelope(
-            event_id, event_type, correlation[0], causation_id, now, body
+            event_id,
+            event_type,
+            correlation[0],
+            causation_id,
+            now,
+            metadata_model(trace_id, span_id, parent, extras),
+            body,
         )
         return envelope, value, headers
 
@@ -380,15 +428,28 @@ class EventPublisher:
         correlation: tuple[int, str],
         causation_id: uuid.UUID | None,
         when: str,
+        metadata_json: str,
     ) -> tuple[int, bytes, Headers]:
         """(event id, record value, headers) of one new event."""
         event_id = new_id_int()
         id_text = uuid_text(event_id)
         value = self._encoder.encode(
-            id_text, event_type, correlation[1], causation_id, when, json_payload(body)
+            id_text,
+            event_type,
+            correlation[1],
+            causation_id,
+            when,
+            metadata_json,
+            json_payload(body),
         )
         headers: Headers = (
-            [_CE_SPECVERSION, ("ce_id", id_text), self._ce_source, self._ce_type(event_type)]
+            [
+                _CE_SPECVERSION,
+                ("ce_id", id_text),
+                self._ce_source,
+                self._ce_type(event_type),
+                ("ce_time", when),
+            ]
             if self.emit_cloudevents_headers
             else []
         )
@@ -412,19 +473,23 @@ class EventPublisher:
         causation_id: uuid.UUID | None = None,
         *,
         dead_letter: bool | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> ModelEventEnvelope:
         """Wrap ``payload`` in an envelope, publish it, and return the envelope once confirmed.
+
+        Without ``topic`` (and no ``default_topic``) the topic is derived from
+        ``event_type`` (``naming.event_topic``; ``ValueError`` when it cannot be). The
+        envelope's ``metadata`` joins the trace of the event being handled (if any) and
+        carries ``extra``.
 
         Raises ``PublishError`` when every retry failed; the event was then sent to
         ``naming.dead_letter_topic(topic)`` if ``enable_dlq`` (see ``.dead_lettered``).
         Raises ``BrokerUnavailableError`` (a ``PublishError``) at once while the circuit
         breaker is open: nothing was sent or dead-lettered; publish again later.
         """
-        target = topic or self.default_topic
-        if not target:
-            raise ValueError("publish needs a topic: pass topic= or set default_topic")
+        target = topic or self.default_topic or self._derive_topic(event_type)
         envelope, value, headers = self._encode(
-            event_type, payload, _correlation(correlation_id), causation_id
+            event_type, payload, _correlation(correlation_id), causation_id, extra
         )
         try:
             await self.produce(target, value, key=key, headers=headers)
@@ -444,9 +509,7 @@ class EventPublisher:
     ) -> ModelEventEnvelope:
         """Publish a ready envelope; ``dead_letter=False`` skips the DLQ for events whose
         loss is harmless (heartbeats), ``None`` follows ``enable_dlq``."""
-        target = topic or self.default_topic
-        if not target:
-            raise ValueError("publish needs a topic: pass topic= or set default_topic")
+        target = self._target(topic, envelope.event_type)
         all_headers = cloudevents_headers(envelope) if self.emit_cloudevents_headers else []
         all_headers += headers or []
         value = envelope.to_bytes()
@@ -531,6 +594,7 @@ class EventPublisher:
         correlation_id: uuid.UUID | None = None,
         causation_id: uuid.UUID | None = None,
         dead_letter: bool | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> PublishedEvents:
         """Publish one event per payload and await all the broker's confirmations at once.
 
@@ -539,14 +603,13 @@ class EventPublisher:
         (acks=all, idempotence, retries of the failed ones with backoff, dead-letter topic).
         ``keys`` (same length as ``payloads``) are the record keys. The events of one call
         are one operation: they share one creation time and one correlation id (new unless
-        ``correlation_id`` is given); each has its own event id. Returns their envelopes in
+        ``correlation_id`` is given), one trace and ``extra``; each has its own event id and
+        span id. Without ``topic`` it is derived from ``event_type``. Returns their envelopes in
         order (built when read); raises ``PublishManyError`` naming the failed indices (the
         rest were confirmed), or ``BrokerUnavailableError`` when the breaker is open before
         anything was sent.
         """
-        target = topic or self.default_topic
-        if not target:
-            raise ValueError("publish_many needs a topic: pass topic= or set default_topic")
+        target = self._target(topic, event_type)
         bodies = [dict(payload) for payload in payloads]
         if keys is not None and len(keys) != len(bodies):
             raise ValueError(f"publish_many got {len(bodies)} payloads but {len(keys)} keys")
@@ -555,19 +618,35 @@ class EventPublisher:
         if correlation is None:
             number = new_id_int()
             correlation = (number, uuid_text(number))
+        trace_id, parent = _trace()
+        extras = dict(extra) if extra else {}
         events = PublishedEvents(
-            self._encoder, event_type, correlation[0], causation_id, now, bodies
+            self._encoder,
+            event_type,
+            correlation[0],
+            causation_id,
+            now,
+            bodies,
+            (trace_id, parent, extras),
         )
         if not bodies:
             return events
         when = timestamp_text(now)
         ids = events.ids
+        spans = events.spans
         records: list[tuple[bytes, str | bytes | None, Headers]] = []
         for index, body in enumerate(bodies):
+            span_id = new_span_id()
             event_id, value, headers = self._record(
-                event_type, body, correlation, causation_id, when
+                event_type,
+                body,
+                correlation,
+                causation_id,
+                when,
+                metadata_text(trace_id, span_id, parent, extras),
             )
             ids.append(event_id)
+            spans.append(span_id)
             records.append((value, keys[index] if keys is not None else None, headers))
         pending = list(range(len(records)))
         errors: dict[int, DeliveryError] = {}
@@ -845,8 +924,11 @@ class PublishedEvents(Sequence[ModelEventEnvelope]):
         causation_id: uuid.UUID | None,
         timestamp: datetime,
         bodies: list[dict[str, Any]],
+        trace: tuple[str, str | None, dict[str, Any]],
     ) -> None:
         self._encoder = encoder
+        self._trace = trace
+        self.spans: list[str] = []
         self._event_type = event_type
         self._correlation_id = correlation_id
         self._causation_id = causation_id
@@ -872,6 +954,7 @@ class PublishedEvents(Sequence[ModelEventEnvelope]):
             self._correlation_id,
             self._causation_id,
             self._timestamp,
+            metadata_model(self._trace[0], self.spans[index], self._trace[1], self._trace[2]),
             self._bodies[index],
         )
 

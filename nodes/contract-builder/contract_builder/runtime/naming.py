@@ -191,6 +191,59 @@ def dead_letter_topic(source_topic: str) -> str:
     return f"{source_topic}.dlq"
 
 
+#: The event-type kinds of ``omninode.{domain}.{kind}.{name}.v{n}`` and their topic kinds.
+EVENT_KIND_TOPIC_KIND: Final[dict[str, TopicKind]] = {
+    "event": "evt",
+    "request": "cmd",
+    "command": "cmd",
+    "response": "rsp",
+    "audit": "aud",
+}
+
+_EVENT_TYPE: Final = re.compile(
+    r"omninode\.(?P<domain>[a-z][a-z0-9_]*)\.(?:(?P<kind>[a-z]+)\.)?"
+    r"(?P<name>[a-z][a-z0-9_]*)\.v(?P<version>[1-9][0-9]{0,3})"
+)
+
+
+def event_topic(environment: str, event_type: str) -> str:
+    """The topic an event of ``event_type`` is published to when no topic is given.
+
+    ``omninode.{domain}.{event|request|command|response|audit}.{name}.v{n}`` goes to
+    ``topic(environment, evt|cmd|cmd|rsp|aud, name, n)``: a node's own event types
+    (``node_event_type``, ``command_event_type``) land on the topics ``node_topics`` lists.
+    The discovery events go to the discovery topics. Anything else raises ``ValueError``
+    (pass ``topic=`` explicitly); dead letters go to ``dead_letter_topic(source_topic)``.
+    """
+    known = _DISCOVERY_EVENT_TOPICS.get(event_type)
+    if known is not None:
+        return known(environment)
+    match = _EVENT_TYPE.fullmatch(event_type)
+    kind = match["kind"] if match else None
+    if match is None or kind is None or kind not in EVENT_KIND_TOPIC_KIND:
+        raise ValueError(
+            f"cannot derive a topic from event type {event_type!r}: it must read "
+            "omninode.{domain}.{event|request|command|response|audit}.{name}.v{n} "
+            "(or be a discovery event type); pass topic= explicitly otherwise"
+        )
+    return topic(environment, EVENT_KIND_TOPIC_KIND[kind], match["name"], int(match["version"]))
+
+
+#: Topic config of the compacted introspection topic (the durable registry snapshot):
+#: tombstones kept a day so every reader sees a node's removal, compaction without delay.
+COMPACTED_TOPIC_CONFIG: Final[dict[str, str]] = {
+    "cleanup.policy": "compact",
+    "delete.retention.ms": str(24 * 3600 * 1000),
+    "min.compaction.lag.ms": "0",
+    "segment.ms": str(3600 * 1000),
+}
+
+
+def topic_config(environment: str, name: str) -> dict[str, str]:
+    """Topic-level config a topic is created with, beyond replication (all others: none)."""
+    return dict(COMPACTED_TOPIC_CONFIG) if name == introspection_topic(environment) else {}
+
+
 def discovery_topics(environment: str) -> dict[str, str]:
     """All topics of the discovery protocol, by role."""
     return {
@@ -248,3 +301,11 @@ def node_topics(
             topics[f"input:{name}"] = reducer_input_topic(environment, name)
     topics.update(discovery_topics(environment))
     return topics
+
+
+_DISCOVERY_EVENT_TOPICS: Final = {
+    EVENT_NODE_INTROSPECTION: introspection_topic,
+    EVENT_NODE_HEARTBEAT: heartbeat_topic,
+    EVENT_NODE_SHUTDOWN: shutdown_topic,
+    EVENT_INTROSPECTION_REQUESTED: introspection_request_topic,
+}

@@ -17,13 +17,12 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from . import naming
+from . import kafka_logs, naming, provenance, topics
 from .config import NodeSettings
 from .consumer import ConsumedMessage, EventConsumer
 from .events import (
     HealthStatus,
     ModelIntrospectionRequest,
-    ModelNodeCapabilities,
     ModelNodeHeartbeatEvent,
     ModelNodeIntrospectionEvent,
     ModelNodeShutdownEvent,
@@ -35,6 +34,9 @@ from .resilience import BreakerState, CircuitBreaker, CircuitOpenError, backoff_
 from .signing import DiscoverySigner
 
 log = logging.getLogger(__name__)
+
+#: While Kafka is unreachable at start, how often the node says it is still waiting.
+WAIT_REPORT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -167,15 +169,21 @@ class NodeBase:
         self.settings = settings or answers.load_settings()
         self.identity = NodeIdentity.from_answers(answers, self.settings)
         s = self.settings
+        if "log_level" in s.model_fields_set:
+            # LOG_LEVEL from .env too, not only from the process environment that
+            # start_node.py reads before any settings exist.
+            logging.getLogger().setLevel(s.log_level)
+        #: The template version this node was rendered from (announced, in ``/health``).
+        self.template_version = provenance.template_version(s.template_version)
         self.metrics = Metrics(
             {
                 "service": s.service_name,
                 "node_type": answers.node_type,
-                "instance": self.identity.instance_id,
+                "instance_id": self.identity.instance_id,
             }
         )
         kafka_common = s.kafka_common()
-        kafka_common["logger"] = logging.getLogger("librdkafka")
+        kafka_common["logger"] = kafka_logs.kafka_logger()
         self.kafka_config: dict[str, Any] = kafka_common
         self.publisher = EventPublisher(
             s.kafka_bootstrap_servers,
@@ -192,6 +200,7 @@ class NodeBase:
                 "request.timeout.ms": s.kafka_request_timeout_ms,
             },
             metrics=self.metrics,
+            environment=s.kafka_environment,
         )
         if s.onex_discovery_key is not None:
             self.publisher.signer = DiscoverySigner.from_text(
@@ -215,6 +224,8 @@ class NodeBase:
         self._shutdown_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._announced = False
+        #: The replication the node created its topics with (None until it did).
+        self.topic_replication: topics.Replication | None = None
         self.metrics.gauge(
             "onex_active_operations",
             "Operations in progress.",
@@ -275,6 +286,7 @@ class NodeBase:
             "node_type": self.identity.node_type,
             "version": self.identity.version,
             "instance_id": self.identity.instance_id,
+            "template_version": self.template_version,
             "uptime_s": round(self.metrics.uptime_s, 3),
             "breaker": self.publisher.breaker.state.name.lower(),
             "active_operations": self.context.active_operations,
@@ -319,15 +331,33 @@ class NodeBase:
 
     async def _connect_and_run(self) -> None:
         attempt = 0
+        loop = asyncio.get_running_loop()
+        began = reported = loop.time()
         while not await self.publisher.probe(timeout_s=2.0):
             attempt += 1
-            delay = backoff_delay(attempt, 0.5, 5.0)
+            # One clear line at first, then one every WAIT_REPORT_S, not one per retry.
+            if attempt == 1:
+                self.log.warning(
+                    "Kafka is not reachable at %s; retrying in the background, /health "
+                    "answers 503 until the node is connected",
+                    self.settings.kafka_bootstrap_servers,
+                )
+            elif loop.time() - reported >= WAIT_REPORT_S:
+                reported = loop.time()
+                self.log.warning(
+                    "still waiting for Kafka at %s (%.0fs, %d attempts)",
+                    self.settings.kafka_bootstrap_servers,
+                    reported - began,
+                    attempt,
+                )
+            await asyncio.sleep(backoff_delay(attempt, 0.5, 5.0))
+        if attempt:
             self.log.info(
-                "waiting for Kafka at %s (retry in %.1fs)",
+                "Kafka reachable at %s after %.1fs",
                 self.settings.kafka_bootstrap_servers,
-                delay,
+                loop.time() - began,
             )
-            await asyncio.sleep(delay)
+        await self._create_topics()
         attempt = 0
         while True:
             try:
@@ -344,27 +374,84 @@ class NodeBase:
         self.context.spawn(self._heartbeat_loop(), name="heartbeat")
         self.context.spawn(self._probe_loop(), name="kafka-probe")
 
+    def topics_to_create(self) -> list[str]:
+        """The node's topics and their dead-letter topics."""
+        own = list(self.topics.values())
+        return own + [naming.dead_letter_topic(name) for name in own]
+
+    async def _create_topics(self) -> None:
+        """Create the node's topics with the configured replication; until that succeeds
+        the node does not announce itself (``/health`` says why)."""
+        s = self.settings
+        if not s.kafka_create_topics:
+            return
+        attempt = 0
+        while True:
+            try:
+                report = await asyncio.to_thread(
+                    topics.ensure_topics,
+                    self.kafka_config,
+                    self.topics_to_create(),
+                    replication_factor=s.kafka_topic_replication_factor,
+                    min_insync_replicas=s.kafka_topic_min_insync_replicas,
+                    configs={
+                        name: naming.topic_config(s.kafka_environment, name)
+                        for name in self.topics.values()
+                    },
+                )
+            except topics.TopicSetupError as exc:
+                attempt += 1
+                self.context.set_not_ready("topics", str(exc))
+                if attempt == 1:
+                    self.log.error("%s (retrying every 30s)", exc)
+                await asyncio.sleep(30.0 if attempt > 1 else 5.0)
+                continue
+            break
+        self.context.set_ready("topics")
+        self.topic_replication = report.replication
+        if report.created:
+            self.log.info(
+                "created %d topics (replication factor %d, min.insync.replicas %d)",
+                len(report.created),
+                report.replication.replication_factor,
+                report.replication.min_insync_replicas,
+            )
+        for name, replicas in report.under_replicated.items():
+            self.log.warning(
+                "topic %s exists with %d replica(s), fewer than the %d asked for; it is left "
+                "as it is (reassign its partitions to change that)",
+                name,
+                replicas,
+                report.replication.replication_factor,
+            )
+        if report.not_allowed:
+            self.log.warning(
+                "not allowed to create topics %s (ACLs): they must be created by the cluster's "
+                "operators",
+                ", ".join(report.not_allowed),
+            )
+
     def introspection_event(
         self, correlation_id: uuid.UUID | None = None
     ) -> ModelNodeIntrospectionEvent:
         ident = self.identity
-        return ModelNodeIntrospectionEvent(
+        return ModelNodeIntrospectionEvent.create_from_node_info(
             node_id=ident.node_id,
-            node_name=ident.node_name,
+            node_name=naming.class_name(ident.node_name, ident.node_type),
+            version=ident.version,
             node_type=ident.node_type,
             service_name=ident.service_name,
             domain=ident.domain,
-            version=ident.version,
             instance_id=ident.instance_id,
-            description=ident.description,
-            capabilities=ModelNodeCapabilities(
-                actions=list(ident.actions),
-                protocols=list(self.answers.protocols),
-                metadata={**self.answers.metadata, **self.capability_metadata()},
-            ),
-            tags=list(ident.tags),
+            actions=ident.actions,
+            protocols=self.answers.protocols,
+            metadata={**self.answers.metadata, **self.capability_metadata()},
+            # No tags among the answers: the defaults, [domain, node_type, service_name].
+            tags=ident.tags or None,
             health_endpoint=self.health_endpoint,
-            correlation_id=correlation_id or uuid.uuid4(),
+            description=ident.description,
+            template_version=self.template_version,
+            correlation_id=correlation_id,
         )
 
     def capability_metadata(self) -> dict[str, str]:
@@ -383,7 +470,10 @@ class NodeBase:
         )
         self._announced = True
         self.log.info(
-            "announced %s (node_id %s)", self.identity.service_name, self.identity.node_id
+            "announced %s (node_id %s, template %s)",
+            self.identity.service_name,
+            self.identity.node_id,
+            self.template_version,
         )
 
     def _introspection_request_consumer(self) -> EventConsumer:

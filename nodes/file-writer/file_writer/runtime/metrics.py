@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -24,6 +25,12 @@ class Metrics:
         self.counters: dict[str, float] = dict.fromkeys(_HELP, 0.0)
         self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
         self._labels = labels or {}
+        clash = RESERVED_LABELS & set(self._labels)
+        if clash:
+            raise ValueError(
+                f"metric labels {sorted(clash)} are reserved by Prometheus; use another name "
+                "(the node labels its instance id instance_id)"
+            )
 
     def inc(self, name: str, amount: float = 1.0) -> None:
         self.counters[name] = self.counters.get(name, 0.0) + amount
@@ -44,7 +51,7 @@ class Metrics:
             lines += [
                 f"# HELP {name} {help_text}",
                 f"# TYPE {name} {kind}",
-                f"{name}{suffix} {value:g}",
+                f"{name}{suffix} {sample_value(value)}",
             ]
         gauges = dict(self.gauges)
         gauges["onex_uptime_seconds"] = ("Seconds since the node started.", lambda: self.uptime_s)
@@ -52,9 +59,27 @@ class Metrics:
             lines += [
                 f"# HELP {name} {help_text}",
                 f"# TYPE {name} gauge",
-                f"{name}{suffix} {read():g}",
+                f"{name}{suffix} {sample_value(read())}",
             ]
         return "\n".join(lines) + "\n"
+
+
+#: Labels Prometheus sets itself on every scraped series; a target must not use them
+#: (``instance`` would be overwritten by, or clash with, the scrape's own).
+RESERVED_LABELS = frozenset({"instance", "job"})
+
+
+def sample_value(value: float) -> str:
+    """A sample value at full precision: whole numbers as integers (``1000000``, not
+    ``%g``'s ``1e+06``), others with every digit of the float, and Prometheus' spellings
+    of NaN and the infinities."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer() and abs(value) < 2**63:
+        return str(int(value))
+    return repr(float(value))
 
 
 def _escape(value: str) -> str:

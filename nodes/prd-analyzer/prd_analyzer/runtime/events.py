@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -17,8 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import PydanticSerializationError, to_json
 
 from .naming import NodeType
+from .tracing import SPAN_ID_PATTERN, TRACE_ID_PATTERN
 
-SCHEMA_VERSION = "1.0.0"
+#: 1.1.0: envelopes carry ``metadata`` (trace context and extras).
+SCHEMA_VERSION = "1.1.0"
 
 #: A dead letter keeps at most this many bytes of the original record, so a record that
 #: failed for being too large can still be dead-lettered.
@@ -87,8 +89,65 @@ class ModelEventSource(_Model):
     hostname: str = Field(default_factory=socket.gethostname)
 
 
+class ModelEventMetadata(_Model):
+    """Trace context and free extras of one event.
+
+    ``trace_id``/``span_id`` follow W3C Trace Context sizes; ``parent_span_id`` is the span
+    of the event whose handler published this one (None at the start of a trace).
+    ``extra`` holds whatever else the publisher passes (``publish(..., extra=...)``).
+    """
+
+    trace_id: str | None = Field(default=None, pattern=TRACE_ID_PATTERN)
+    span_id: str | None = Field(default=None, pattern=SPAN_ID_PATTERN)
+    parent_span_id: str | None = Field(default=None, pattern=SPAN_ID_PATTERN)
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+_METADATA_FIELDS = frozenset(ModelEventMetadata.model_fields)
+
+
+def metadata_model(
+    trace_id: str, span_id: str, parent_span_id: str | None, extra: dict[str, Any]
+) -> ModelEventMetadata:
+    """A ``ModelEventMetadata`` of ids the publisher made, without a validation pass."""
+    model: ModelEventMetadata = _new_object(ModelEventMetadata)
+    _set_attribute(
+        model,
+        "__dict__",
+        {
+            "trace_id": trace_id,
+            "span_id": span_id,
+            "parent_span_id": parent_span_id,
+            "extra": extra,
+        },
+    )
+    _set_attribute(model, "__pydantic_fields_set__", set(_METADATA_FIELDS))
+    _set_attribute(model, "__pydantic_extra__", None)
+    _set_attribute(model, "__pydantic_private__", None)
+    return model
+
+
+def metadata_text(
+    trace_id: str, span_id: str, parent_span_id: str | None, extra: Mapping[str, Any] | None
+) -> str:
+    """The ``metadata`` JSON as ``ModelEventEnvelope`` writes it (ids are hex, no escaping)."""
+    parent = "null" if parent_span_id is None else f'"{parent_span_id}"'
+    extra_json = json_payload(extra).decode() if extra else "{}"
+    return (
+        f'{{"trace_id":"{trace_id}","span_id":"{span_id}",'
+        f'"parent_span_id":{parent},"extra":{extra_json}}}'
+    )
+
+
 class ModelEventEnvelope(_Model):
-    """The one envelope every event travels in."""
+    """The one envelope every event travels in.
+
+    Unknown top-level fields are ignored (dropped), not refused: a node reads envelopes
+    from nodes rendered from a newer template that added a field, so a fleet can be
+    upgraded one node at a time. Payloads stay strict (their own models).
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     event_id: uuid.UUID = Field(default_factory=new_id)
     event_type: str = Field(min_length=1, max_length=255)
@@ -97,6 +156,7 @@ class ModelEventEnvelope(_Model):
     timestamp: datetime = Field(default_factory=utc_now)
     schema_version: str = SCHEMA_VERSION
     source: ModelEventSource
+    metadata: ModelEventMetadata = Field(default_factory=ModelEventMetadata)
     payload: dict[str, Any] = Field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
@@ -170,16 +230,18 @@ class EnvelopeEncoder:
         correlation_id: str,
         causation_id: uuid.UUID | None,
         timestamp: str,
+        metadata_json: str,
         payload_json: bytes,
     ) -> bytes:
         """The envelope's JSON from the fields' texts: ids as ``uuid_text`` gives them,
-        ``timestamp`` from ``timestamp_text``, ``payload_json`` from ``json_payload``."""
+        ``timestamp`` from ``timestamp_text``, ``metadata_json`` from ``metadata_text``,
+        ``payload_json`` from ``json_payload``."""
         cause = "null" if causation_id is None else f'"{causation_id}"'
         head = (
             f'{{"event_id":"{event_id}","event_type":{self.event_type_json(event_type)},'
             f'"correlation_id":"{correlation_id}","causation_id":{cause},'
             f'"timestamp":"{timestamp}","schema_version":"{SCHEMA_VERSION}",'
-            f'"source":{self._source_json},"payload":'
+            f'"source":{self._source_json},"metadata":{metadata_json},"payload":'
         )
         return head.encode() + payload_json + b"}"
 
@@ -190,6 +252,7 @@ class EnvelopeEncoder:
         correlation_id: int,
         causation_id: uuid.UUID | None,
         timestamp: datetime,
+        metadata: ModelEventMetadata,
         payload: dict[str, Any],
     ) -> ModelEventEnvelope:
         """The model of what ``encode`` wrote (for the caller), set up the way
@@ -206,6 +269,7 @@ class EnvelopeEncoder:
                 "timestamp": timestamp,
                 "schema_version": SCHEMA_VERSION,
                 "source": self.source,
+                "metadata": metadata,
                 "payload": payload,
             },
         )
@@ -213,6 +277,11 @@ class EnvelopeEncoder:
         _set_attribute(model, "__pydantic_extra__", None)
         _set_attribute(model, "__pydantic_private__", None)
         return model
+
+
+#: Key of the template version in an introspection event's ``capabilities.metadata``.
+TEMPLATE_VERSION_KEY = "template_version"
+DEFAULT_PROTOCOLS: tuple[str, ...] = ("kafka", "http")
 
 
 class ModelNodeCapabilities(_Model):
@@ -236,6 +305,66 @@ class ModelNodeIntrospectionEvent(_Model):
     tags: list[str] = Field(default_factory=list)
     health_endpoint: str | None = None
     correlation_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+
+    @classmethod
+    def create_from_node_info(
+        cls,
+        *,
+        node_id: uuid.UUID,
+        node_name: str,
+        version: str,
+        node_type: NodeType,
+        service_name: str,
+        domain: str,
+        instance_id: str,
+        actions: Sequence[str] = (),
+        protocols: Sequence[str] = DEFAULT_PROTOCOLS,
+        metadata: Mapping[str, str] | None = None,
+        tags: Sequence[str] | None = None,
+        health_endpoint: str | None = None,
+        description: str = "",
+        template_version: str | None = None,
+        correlation_id: uuid.UUID | None = None,
+    ) -> ModelNodeIntrospectionEvent:
+        """The announcement of a node, the way the design's ``MixinIntrospectionPublisher``
+        builds it.
+
+        ``node_name`` is the node's class name (``NodePostgresqlWriterEffect``,
+        ``naming.class_name``). ``capabilities.metadata`` holds
+        ``node_type``, ``domain``, ``service_name`` and ``template_version`` (the template
+        version the node was rendered from, when known) over the given ``metadata``.
+        ``tags`` default to ``[domain, node_type, service_name]``.
+        """
+        merged = dict(metadata or {})
+        merged.update(node_type=node_type, domain=domain, service_name=service_name)
+        if template_version:
+            merged[TEMPLATE_VERSION_KEY] = template_version
+        return cls(
+            node_id=node_id,
+            node_name=node_name,
+            node_type=node_type,
+            service_name=service_name,
+            domain=domain,
+            version=version,
+            instance_id=instance_id,
+            description=description,
+            capabilities=ModelNodeCapabilities(
+                actions=list(actions), protocols=list(protocols), metadata=merged
+            ),
+            tags=list(tags) if tags else default_tags(domain, node_type, service_name),
+            health_endpoint=health_endpoint,
+            correlation_id=correlation_id or uuid.uuid4(),
+        )
+
+    @property
+    def template_version(self) -> str | None:
+        """The template version the node announced (``capabilities.metadata``), if any."""
+        return self.capabilities.metadata.get(TEMPLATE_VERSION_KEY)
+
+
+def default_tags(domain: str, node_type: str, service_name: str) -> list[str]:
+    """Tags of a node that names none: ``[domain, node_type, service_name]``."""
+    return list(dict.fromkeys((domain, node_type, service_name)))
 
 
 HealthStatus = Literal["healthy", "degraded", "unhealthy"]

@@ -23,6 +23,7 @@ from .events import ModelEventEnvelope
 from .metrics import Metrics
 from .publisher import BrokerUnavailableError, EventPublisher, PublishError
 from .resilience import CircuitOpenError, backoff_delay
+from .tracing import handling
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +261,24 @@ class EventConsumer:
                 )
             item = ConsumedMessage(topic, partition, offset, key, value, envelope, headers)
 
+        metadata = item.envelope.metadata if item.envelope is not None else None
+        # Events published while handling (results, dead letters) join the consumed
+        # event's trace: the publisher reads the context ``handling`` sets.
+        with handling(
+            metadata.trace_id if metadata else None, metadata.span_id if metadata else None
+        ):
+            return await self._run_handler(item, topic, partition, offset, key, value)
+
+    async def _run_handler(
+        self,
+        item: ConsumedMessage,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: str | None,
+        value: bytes | None,
+    ) -> bool:
+        """The handler with retries, then the dead-letter topic; True when committable."""
         error: BaseException | None = None
         attempts = 0
         broker_waits = 0

@@ -1,0 +1,58 @@
+"""Which nodes are behind the newest template version (`onex-node nodes --outdated`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from onex_scaffold._fleet import NodeRow, is_outdated, newest_template_version, outdated_nodes
+from onex_scaffold._git import git
+
+
+@pytest.mark.parametrize(
+    ("recorded", "newest", "outdated"),
+    [
+        ("v1.1.0", "v1.1.0", False),
+        ("v1.0.0", "v1.1.0", True),
+        ("1.10.0", "1.9.0", False),
+        ("v1.1.0-2-gabc1234", "v1.1.0", False),
+        ("v1.1.0", "v1.1.0-2-gabc1234", True),
+        ("v1.1.0-2-gabc1234", "v1.1.0-3-gdef5678", True),
+        ("abc1234", "v1.0.0", True),
+        ("abc1234", "abc1234", False),
+        ("abc1234", "abc12345678", False),
+        ("abc1234", "def5678", True),
+        ("", "v1.0.0", True),
+    ],
+)
+def test_is_outdated(recorded: str, newest: str, outdated: bool) -> None:
+    assert is_outdated(recorded, newest) is outdated
+
+
+def _row(version: str) -> NodeRow:
+    return NodeRow("svc", "id", "nid", "NodeSvcEffect", "effect", "0.1.0", "passing", "a", "i",
+                   "d", "", template_version=version)  # fmt: skip
+
+
+def test_outdated_nodes_keeps_only_those_behind() -> None:
+    rows = [_row("v2.0.0"), _row("v1.0.0"), _row("")]
+    assert [r.template_version for r in outdated_nodes(rows, "v2.0.0")] == ["v1.0.0", ""]
+
+
+def test_newest_version_of_a_checkout_and_of_a_url(tmp_path: Path) -> None:
+    repo = tmp_path / "template"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "copier.yml").write_text("x: 1\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "one")
+    git(repo, "tag", "v1.0.0")
+    assert newest_template_version(str(repo)) == "v1.0.0"
+    (repo / "copier.yml").write_text("x: 2\n")
+    git(repo, "commit", "-qam", "two")
+    assert newest_template_version(str(repo)).startswith("v1.0.0-1-g")
+    git(repo, "tag", "v1.10.0")
+    git(repo, "tag", "v1.9.0")
+    git(repo, "tag", "not-a-version")  # Copier ignores tags that are not PEP 440 versions
+    assert newest_template_version(repo.as_uri()) == "v1.10.0"

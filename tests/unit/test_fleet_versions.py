@@ -20,6 +20,8 @@ from onex_scaffold._git import git
         ("v1.1.0", "v1.1.0-2-gabc1234", True),
         ("v1.1.0-2-gabc1234", "v1.1.0-3-gdef5678", True),
         ("abc1234", "v1.0.0", True),
+        ("892c058", "v0.2.0", True),  # not the pre-release 892rc58
+        ("1234567", "v0.2.0", True),
         ("abc1234", "abc1234", False),
         ("abc1234", "abc12345678", False),
         ("abc1234", "def5678", True),

@@ -101,7 +101,7 @@ def own_stack(clone: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     """Apache Kafka, Consul, the registry and the stage nodes from the clone's nodes/."""
     root = tmp_path_factory.mktemp("selfhost-stack")
     env = {k: v for k, v in os.environ.items() if k not in STACK_VARS}
-    env.update(ONEX_PIPELINE_NODES_DIR=str(clone / "nodes"), ONEX_DEV_ROOT=str(root))
+    env.update(ONEX_DEV_NODES_DIR=str(clone / "nodes"), ONEX_DEV_ROOT=str(root))
     up = _cli("dev", "--root", str(root), "up", "--ignore-env", env=env, timeout=600)
     try:
         assert up.returncode == 0, up.stdout + up.stderr

@@ -64,7 +64,8 @@ def test_stage_nodes_run_from_the_folder_named_in_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from onex_scaffold.devstack.errors import MissingToolError
-    from onex_scaffold.devstack.pipeline import NODES_DIR_VAR, stage_source
+    from onex_scaffold.devstack.pipeline import stage_source
+    from onex_scaffold.devstack.registry import NODES_DIR_VAR, registry_source
 
     (tmp_path / "validator").mkdir()
     (tmp_path / "validator" / "start_node.py").write_text("")
@@ -72,3 +73,8 @@ def test_stage_nodes_run_from_the_folder_named_in_the_environment(
     assert stage_source("validator") == tmp_path / "validator"
     with pytest.raises(MissingToolError):
         stage_source("file-writer")  # never the checkout's copy instead
+    with pytest.raises(MissingToolError):
+        registry_source()
+    (tmp_path / "registry").mkdir()
+    (tmp_path / "registry" / "start_node.py").write_text("")
+    assert registry_source() == tmp_path / "registry"

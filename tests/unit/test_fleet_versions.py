@@ -56,3 +56,17 @@ def test_newest_version_of_a_checkout_and_of_a_url(tmp_path: Path) -> None:
     git(repo, "tag", "v1.9.0")
     git(repo, "tag", "not-a-version")  # Copier ignores tags that are not PEP 440 versions
     assert newest_template_version(repo.as_uri()) == "v1.10.0"
+
+
+def test_stage_nodes_run_from_the_folder_named_in_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from onex_scaffold.devstack.errors import MissingToolError
+    from onex_scaffold.devstack.pipeline import NODES_DIR_VAR, stage_source
+
+    (tmp_path / "validator").mkdir()
+    (tmp_path / "validator" / "start_node.py").write_text("")
+    monkeypatch.setenv(NODES_DIR_VAR, str(tmp_path))
+    assert stage_source("validator") == tmp_path / "validator"
+    with pytest.raises(MissingToolError):
+        stage_source("file-writer")  # never the checkout's copy instead

@@ -50,6 +50,7 @@ from .admission import (
 from .consul_registry import RegistrySettings, build_registration
 from .reconcile import Reconciler, RegistryView
 from .runtime import naming
+from .runtime import topics as runtime_topics
 from .runtime.events import (
     ModelEventEnvelope,
     ModelIntrospectionRequest,
@@ -95,6 +96,8 @@ def ensure_discovery_topics(
     environment: str,
     timeout_s: float = 2.0,
     extra_topics: Sequence[str] = (),
+    replication_factor: int = 0,
+    min_insync_replicas: int = 0,
 ) -> list[str]:
     """Create the discovery topics that are missing; make the introspection topic compacted.
 
@@ -107,17 +110,29 @@ def ensure_discovery_topics(
     names = [*topics.values(), *extra_topics]
     wanted = [*names, *(naming.dead_letter_topic(t) for t in names)]
     try:
-        existing = set(admin.list_topics(timeout=timeout_s).topics)
+        metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as error:
         raise TopicSetupError(f"cannot list Kafka topics: {error}") from error
+    existing = set(metadata.topics)
+    # KAFKA_TOPIC_REPLICATION_FACTOR / KAFKA_TOPIC_MIN_INSYNC_REPLICAS, as for every node's
+    # own topics (0 = what the cluster can hold).
+    try:
+        replication = runtime_topics.replication_for(
+            len(metadata.brokers), replication_factor, min_insync_replicas
+        )
+    except runtime_topics.TopicSetupError as error:
+        raise TopicSetupError(str(error)) from error
     compacted = topics["introspection"]
     changes: list[str] = []
     new = [
         NewTopic(
             name,
-            num_partitions=-1,  # the broker's num.partitions and replication factor
-            replication_factor=-1,
-            config=dict(COMPACTED_TOPIC_CONFIG) if name == compacted else {},
+            num_partitions=-1,  # the broker's num.partitions
+            replication_factor=replication.replication_factor,
+            config={
+                "min.insync.replicas": str(replication.min_insync_replicas),
+                **(COMPACTED_TOPIC_CONFIG if name == compacted else {}),
+            },
         )
         for name in wanted
         if name not in existing

@@ -180,7 +180,13 @@ class RegistryService:
                     else []
                 )
                 changes = await asyncio.to_thread(
-                    ensure_discovery_topics, kafka_config, ctx.environment, 2.0, extra
+                    ensure_discovery_topics,
+                    kafka_config,
+                    ctx.environment,
+                    2.0,
+                    extra,
+                    ctx.settings.kafka_topic_replication_factor,
+                    ctx.settings.kafka_topic_min_insync_replicas,
                 )
             except (TopicSetupError, KafkaException, TimeoutError) as error:
                 # TimeoutError: a replicated cluster slow to create the topics (measured with

@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from onex_scaffold.devstack.pipeline import PIPELINE_SERVICES
 from onex_scaffold.devstack.stack import ServiceStatus, Stack, StackOptions
 
 
@@ -99,8 +100,21 @@ def register(subparsers: Any) -> None:
     status.set_defaults(func=_status)
 
     member_help = "a service or cluster member: kafka, kafka-2, consul-3, consul-agent, registry-1"
-    restart = actions.add_parser("restart", help="restart one member on the same ports")
-    restart.add_argument("service", metavar="MEMBER", help=member_help)
+    restart = actions.add_parser(
+        "restart",
+        help="restart one member on the same ports (--rolling: pipeline stages without a gap)",
+    )
+    restart.add_argument(
+        "service",
+        metavar="MEMBER",
+        help=member_help + "; with --rolling: a pipeline stage, or `pipeline` for all seven",
+    )
+    restart.add_argument(
+        "--rolling",
+        action="store_true",
+        help="start a new instance beside the old one, wait until it is passing in Consul and "
+        "has joined its consumer group, then stop the old one (one stage at a time)",
+    )
     restart.set_defaults(func=_restart)
 
     stop = actions.add_parser(
@@ -192,8 +206,14 @@ def _status(args: argparse.Namespace) -> int:
 
 def _restart(args: argparse.Namespace) -> int:
     stack = Stack(args.root, verbose=True)
-    stack.restart(args.service)
-    _print_table([item for item in stack.status() if item.name == args.service])
+    if not args.rolling:
+        stack.restart(args.service)
+        _print_table([item for item in stack.status() if item.name == args.service])
+        return 0
+    names = list(PIPELINE_SERVICES) if args.service == "pipeline" else [args.service]
+    for name in names:
+        stack.roll(name)
+    _print_table([item for item in stack.status() if item.name in names])
     return 0
 
 

@@ -40,13 +40,20 @@ _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 _NEEDS = ("pydantic", "pydantic_settings", "confluent_kafka", "copier", "ruff", "mypy", "pytest")
 
 
+#: Runs the stage nodes from another folder of nodes (a clone being upgraded, say).
+NODES_DIR_VAR = "ONEX_PIPELINE_NODES_DIR"
+
+
 def stage_source(folder: str) -> Path:
-    """nodes/<folder> of the checkout, else the copy packaged in the wheel."""
+    """nodes/<folder> under $ONEX_PIPELINE_NODES_DIR, else of the checkout, else the copy
+    packaged in the wheel."""
     from onex_scaffold import template_root
 
     candidates = [_PACKAGE_DIR / "_nodes" / folder]
     with contextlib.suppress(FileNotFoundError):  # no checkout: the packaged copy
         candidates.insert(0, template_root() / "nodes" / folder)
+    if os.environ.get(NODES_DIR_VAR):
+        candidates = [Path(os.environ[NODES_DIR_VAR]).expanduser().resolve() / folder]
     for candidate in candidates:
         if (candidate / "start_node.py").is_file():
             return candidate
@@ -65,12 +72,23 @@ class PipelineStageService(Service):
 
     start_timeout_s = 90.0
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, instance_id: str | None = INSTANCE_ID) -> None:
         if not name.startswith(SERVICE_PREFIX) or name not in PIPELINE_SERVICES:
             raise ValueError(f"unknown pipeline service {name!r}")
         self.name = name  # type: ignore[misc]
         self.folder = name[len(SERVICE_PREFIX) :]
+        #: A rolling restart starts the new instance beside the old one under another id
+        #: (None: ``dev-<port>``, set by `plan`).
+        self.instance_id = instance_id
         self._source: Path | None = None
+
+    @property
+    def service_name(self) -> str:
+        """The stage node's SERVICE_NAME (its answers), as Consul and Kafka know it."""
+        from onex_scaffold._answers import read_answers
+
+        assert self._source is not None, "prepare() first"
+        return str(read_answers(self._source)["service_name"])
 
     def prepare(self, ctx: StartContext) -> None:
         self._source = stage_source(self.folder)
@@ -86,6 +104,8 @@ class PipelineStageService(Service):
         previous = ctx.previous.ports.get("http") if ctx.previous else None
         port = choose_port(self.name, None, previous, ctx.used_ports, "")
         ctx.used_ports.add(port)
+        if self.instance_id is None:
+            self.instance_id = f"{INSTANCE_ID}-{port}"
         for var in (KAFKA_VAR, CONSUL_VAR):
             if var not in ctx.env:
                 raise MissingToolError(f"{self.name} needs {var}; start kafka and consul first")
@@ -94,7 +114,7 @@ class PipelineStageService(Service):
         env.update(
             SERVICE_HOST="127.0.0.1",
             SERVICE_PORT=str(port),
-            INSTANCE_ID=INSTANCE_ID,
+            INSTANCE_ID=self.instance_id,
             PYTHONUNBUFFERED="1",
             # A killed stage's partitions move to a live instance within seconds, not 45 s.
             KAFKA_SESSION_TIMEOUT_MS=os.environ.get("KAFKA_SESSION_TIMEOUT_MS", "6000"),

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from onex_scaffold.devstack import procs
+from onex_scaffold.devstack import procs, rolling
 from onex_scaffold.devstack.base import LaunchPlan, LogFn, Service, StartContext
-from onex_scaffold.devstack.consul import ConsulCluster, ConsulService, consul_leader
+from onex_scaffold.devstack.consul import CONSUL_VAR, ConsulCluster, ConsulService, consul_leader
 from onex_scaffold.devstack.errors import DevStackError, ServiceStartError, UnknownServiceError
-from onex_scaffold.devstack.kafka import KafkaCluster, KafkaService
+from onex_scaffold.devstack.kafka import KAFKA_VAR, KafkaCluster, KafkaService
 from onex_scaffold.devstack.layout import (
     Layout,
     index_of,
@@ -593,6 +593,53 @@ class Stack:
                 self.log(f"{name}: stopped (pid {info.pid})")
             self._start_member(name, state, options)
             return merged_env(state)
+
+    def roll(self, name: str, options: StackOptions | None = None) -> None:
+        """Replace one pipeline stage node with a new instance without a gap: start the new
+        one beside it, wait until it is ready, passing in Consul and in the stage's consumer
+        group, then stop the old one (see `devstack.rolling`)."""
+        options = options or StackOptions()
+        with self._locked():
+            state = self.store.load()
+            record = self._member(state, name)
+            if name not in PIPELINE_SERVICES:
+                raise DevStackError(
+                    f"--rolling replaces pipeline stage nodes ({', '.join(PIPELINE_SERVICES)}); "
+                    f"restart {name} without it"
+                )
+            old = _info(record)
+            ctx = self._context(state, None)  # a port of its own: both run for a while
+            ctx.used_ports.update(record.ports.values())
+            service = PipelineStageService(name, instance_id=None)
+            service.prepare(ctx)
+            plan = service.plan(ctx)
+            assert service.instance_id is not None
+            group = plan.env.get("KAFKA_CONSUMER_GROUP") or service.service_name
+            servers, consul = ctx.env[KAFKA_VAR], ctx.env[CONSUL_VAR]
+            watch = rolling.ConsumerGroup(servers, group)
+            members_before, _ = watch.members()
+            observable = watch.reports_members()
+            if not observable:
+                self.log(f"{name}: this broker does not report group members; not waiting "
+                         "for the join")  # fmt: skip
+            limit = options.timeout_s or service.start_timeout_s
+            self._launch(name, plan, state)  # the record now names the new instance
+            try:
+                self._await(name, service, state, options)
+                rolling.wait_passing(consul, service.service_name, service.instance_id, limit)
+                if observable:
+                    watch.wait_joined(members_before + 1, limit)
+            except DevStackError:
+                launched = state.services.get(name)
+                new = _info(launched) if launched is not None else None
+                if new is not None and launched is not record:
+                    procs.stop(new, signal.SIGTERM)
+                state.services[name] = record  # the old instance goes on serving
+                self.store.save(state)
+                raise
+            if old is not None:
+                procs.stop(old, signal.SIGTERM)
+                self.log(f"{name}: old instance stopped (pid {record.pid})")
 
     def _start_member(self, name: str, state: StackState, options: StackOptions) -> None:
         factory = self._factory(state, options)

@@ -505,12 +505,12 @@ class NodeBase:
         handler: Callable[[ConsumedMessage], Awaitable[None]],
         **options: Any,
     ) -> EventConsumer:
-        """A consumer in this node's group with the node's settings."""
+        """A consumer in this node's group (or ``group_id=...``) with the node's settings."""
         s = self.settings
         return EventConsumer(
             name=name,
             topics=topics,
-            group_id=s.consumer_group,
+            group_id=options.pop("group_id", s.consumer_group),
             handler=handler,
             publisher=self.publisher,
             kafka_config={**self.kafka_config, **s.consumer_timings()},

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from onex_scaffold import generate_node
-from onex_scaffold.pipeline import archive, stages
+from onex_scaffold.pipeline import archive, rendering, stages
 from onex_scaffold.pipeline.events import CodeGenerated, NodeGenerationFailed
 from onex_scaffold.pipeline.runner import make_request, run_in_process
 
@@ -121,7 +121,7 @@ def test_unfixable_findings_fail_with_problems(tmp_path: Path, effect_prd: str) 
 def test_archive_over_the_limit_fails_clearly(
     tmp_path: Path, effect_prd: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(stages, "MAX_ARCHIVE_BYTES", 1000)
+    monkeypatch.setattr(rendering, "MAX_ARCHIVE_BYTES", 1000)
     request = make_request(effect_prd, tmp_path / "out", validation="fast")
     result = run_in_process(request, consul="")
     assert result.failure is not None and result.failure.stage == "code_generator"

@@ -5,8 +5,11 @@ mypy --strict (the node's own configuration), and the node's own unit tests (pyt
 integration tests skipped). The tools are those of the Python running the stage (the
 stage nodes run in the environment that has ``onex-node-template[dev]``), so nothing is
 installed per request. mypy keeps its cache under ``$ONEX_PIPELINE_CACHE`` (default
-``~/.cache/onex-node/pipeline``), one slot per running process, so third-party modules
-are analysed once.
+``~/.cache/onex-node/pipeline``), in a folder per toolchain (interpreter, environment,
+mypy version) and one slot per running check, so third-party modules are analysed once
+and two environments sharing the cache never invalidate each other's entries. All the
+gates start at once (the parse check too): a node that does not parse reports the parse
+findings only, exactly as if the tools had not run.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ def cache_root() -> Path:
 @contextlib.contextmanager
 def _mypy_cache_slot() -> Iterator[Path]:
     """A mypy cache folder nobody else uses right now (mypy's cache is one writer at a time)."""
-    root = cache_root() / "mypy"
+    root = cache_root() / "mypy" / _mypy_toolchain()
     root.mkdir(parents=True, exist_ok=True)
     for slot in range(64):
         handle: IO[str] = (root / f"slot-{slot}.lock").open("w")
@@ -74,6 +77,28 @@ def _mypy_cache_slot() -> Iterator[Path]:
             handle.close()
         return
     raise RuntimeError(f"all 64 mypy cache slots under {root} are busy")
+
+
+def _mypy_toolchain() -> str:
+    """What mypy's cache entries depend on besides the node: this interpreter and its
+    environment (where the third-party modules are installed) and mypy itself."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        mypy_version = version("mypy")
+    except PackageNotFoundError:
+        mypy_version = "absent"
+    key = "\n".join((sys.version, sys.prefix, sys.executable, mypy_version))
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _tool(name: str) -> list[str]:
+    """The tool's own executable next to this interpreter when there is one (saves a
+    Python start per call), else ``python -m name``."""
+    executable = Path(sys.executable).parent / name
+    if executable.is_file() and os.access(executable, os.X_OK):
+        return [str(executable)]
+    return [sys.executable, "-m", name]
 
 
 def _tool_env() -> dict[str, str]:
@@ -153,7 +178,7 @@ class FilesParse(GateWork):
 class RuffCheck(GateWork):
     def __call__(self, root: Path) -> GateResult:
         code, out = _run(
-            [sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "json", "."],
+            [*_tool("ruff"), "check", "--no-cache", "--output-format", "json", "."],
             root,
         )
         try:
@@ -181,9 +206,7 @@ class RuffCheck(GateWork):
 
 class RuffFormat(GateWork):
     def __call__(self, root: Path) -> GateResult:
-        code, out = _run(
-            [sys.executable, "-m", "ruff", "format", "--no-cache", "--check", "."], root
-        )
+        code, out = _run([*_tool("ruff"), "format", "--no-cache", "--check", "."], root)
         findings = [
             Finding(gate="ruff_format", file=line.split(":", 1)[1].strip(), fixable=True,
                     message="would be reformatted")
@@ -310,16 +333,20 @@ def cached_gates(digest: str, root: Path, level: str = "full") -> tuple[list[Gat
 
 
 def run_gates(root: Path, level: str = "full") -> list[GateResult]:
-    """Every gate on the node in ``root``; mypy and the tests run side by side."""
-    results = [_timed("files_parse", FilesParse(), root)]
-    if not results[0].passed:
-        return results  # the other tools would only repeat the syntax errors
+    """Every gate on the node in ``root``, all side by side (each tool is its own process;
+    the longest, mypy and the tests, start first)."""
     heavy: list[tuple[str, GateWork]] = [("ruff_check", RuffCheck()), ("ruff_format", RuffFormat())]
     if level == "full":
         heavy = [("mypy_strict", MypyStrict()), ("unit_tests", UnitTests()), *heavy]
-    with ThreadPoolExecutor(max_workers=len(heavy)) as pool:
+    with ThreadPoolExecutor(max_workers=len(heavy) + 1) as pool:
         futures = [pool.submit(_timed, name, work, root) for name, work in heavy]
-        results.extend(future.result() for future in futures)
+        parsed = _timed("files_parse", FilesParse(), root)
+        # The tools only repeat a node's syntax errors: those are reported alone, as if
+        # the tools had not run (the pool still waits for them, none outlives the call).
+        others = [future.result() for future in futures]
+    if not parsed.passed:
+        return [parsed]
+    results = [parsed, *others]
     if level != "full":
         for name in ("mypy_strict", "unit_tests"):
             results.append(
@@ -388,12 +415,10 @@ def refine(root: Path, findings: Sequence[Finding] = ()) -> list[str]:
     """ruff --fix and ruff format on the node in place, then the configured refiner if any;
     returns what changed."""
     fixes: list[str] = []
-    code, out = _run(
-        [sys.executable, "-m", "ruff", "check", "--no-cache", "--fix", "-q", "."], root
-    )
+    code, out = _run([*_tool("ruff"), "check", "--no-cache", "--fix", "-q", "."], root)
     if "fixed" in out.lower() or code == 0:
         fixes.append("ruff check --fix")
-    code, out = _run([sys.executable, "-m", "ruff", "format", "--no-cache", "."], root)
+    code, out = _run([*_tool("ruff"), "format", "--no-cache", "."], root)
     match = re.search(r"(\d+) files? reformatted", out)
     if match and match.group(1) != "0":
         fixes.append(f"ruff format ({match.group(1)} files)")

@@ -1,0 +1,97 @@
+"""The validator's gates still catch a broken node with the tools running side by side:
+each kind of breakage fails its own gate, with the finding where the break is."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from onex_scaffold import generate_node
+from onex_scaffold.pipeline import gates
+
+PARSED = {
+    "node_type": "effect",
+    "service_name": "gate-probe",
+    "domain": "billing",
+    "description": "Writes confirmed orders.",
+    "operations": ["Insert an order row"],
+    "features": ["idempotent"],
+    "confidence": 0.9,
+}
+
+
+@pytest.fixture(scope="module")
+def clean_node(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("gates") / "node"
+    stage, _ = generate_node(PARSED, folder)
+    assert stage.status == "completed", stage.error
+    return folder
+
+
+@pytest.fixture
+def node(clean_node: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("ONEX_PIPELINE_CACHE", str(tmp_path.parent / "gate-cache"))
+    copy = tmp_path / "node"
+    shutil.copytree(clean_node, copy)
+    return copy
+
+
+def _failing(results: list[gates.GateResult]) -> dict[str, gates.GateResult]:
+    return {r.name: r for r in results if not r.passed}
+
+
+def test_a_clean_node_passes_every_gate(node: Path) -> None:
+    results = gates.run_gates(node)
+    assert [r.name for r in results] == list(gates.WEIGHTS)
+    assert _failing(results) == {}
+    assert gates.score(results) == 100.0
+
+
+def test_a_type_error_fails_mypy_strict_only(node: Path) -> None:
+    handlers = node / "gate_probe" / "handlers.py"
+    handlers.write_text(handlers.read_text() + '\n\ndef broken() -> int:\n    return "no"\n')
+    failing = _failing(gates.run_gates(node))
+    assert set(failing) == {"mypy_strict"}
+    finding = failing["mypy_strict"].findings[0]
+    assert finding.file == "gate_probe/handlers.py" and finding.code == "return-value"
+
+
+def test_an_untyped_function_fails_mypy_strict(node: Path) -> None:
+    # Strictness of the node's own code is unchanged by the cache and the parallel runs.
+    handlers = node / "gate_probe" / "handlers.py"
+    handlers.write_text(handlers.read_text() + "\n\ndef untyped(value):\n    return value\n")
+    failing = _failing(gates.run_gates(node))
+    assert "mypy_strict" in failing
+    assert any(f.code == "no-untyped-def" for f in failing["mypy_strict"].findings)
+
+
+def test_a_failing_test_fails_unit_tests(node: Path) -> None:
+    broken = "def test_broken() -> None:\n    assert sum([1]) == 2\n"
+    (node / "tests" / "test_broken.py").write_text(broken)
+    failing = _failing(gates.run_gates(node))
+    assert set(failing) == {"unit_tests"}
+    assert "test_broken" in failing["unit_tests"].findings[0].message
+
+
+def test_a_syntax_error_is_reported_alone(node: Path) -> None:
+    (node / "gate_probe" / "handlers.py").write_text("def f(:\n")
+    results = gates.run_gates(node)
+    assert [r.name for r in results] == ["files_parse"]
+    assert not results[0].passed
+    assert results[0].findings[0].file == "gate_probe/handlers.py"
+
+
+def test_unformatted_code_fails_ruff_format_and_is_fixable(node: Path) -> None:
+    handlers = node / "gate_probe" / "handlers.py"
+    handlers.write_text(handlers.read_text() + "\nVALUE=[1,2 ,3]\n")
+    results = gates.run_gates(node)
+    assert set(_failing(results)) == {"ruff_format"}
+    assert gates.fixable(results)
+
+
+def test_mypy_cache_is_kept_per_toolchain(node: Path, tmp_path: Path) -> None:
+    gates.run_gates(node, "full")
+    root = tmp_path.parent / "gate-cache" / "mypy"
+    assert [p.name for p in root.iterdir()] == [gates._mypy_toolchain()]

@@ -35,6 +35,9 @@ KEYS: Final = (
     "pipeline_overhead_ratio",
     "pipeline_throughput_1_per_min",
     "pipeline_throughput_2_per_min",
+    "self_regeneration_s",
+    "rollout_requests",
+    "rollout_lost_or_duplicated",
 )
 
 #: Keys whose value is yes/no (JSON true/false), not a number.
@@ -81,6 +84,9 @@ GOALS: Final[dict[str, Goal]] = {
     "pipeline_overhead_ratio": Goal("max", 1.3),
     "pipeline_throughput_1_per_min": Goal("max", math.inf),  # a reference, not a goal
     "pipeline_throughput_2_per_min": Goal("max", math.inf),  # compare with the one above
+    "self_regeneration_s": Goal("max", math.inf),  # a reference: eight nodes, full validation
+    "rollout_requests": Goal("min", 50),
+    "rollout_lost_or_duplicated": Goal("max", 0),
 }
 
 UNITS: Final = {
@@ -105,6 +111,9 @@ UNITS: Final = {
     "pipeline_overhead_ratio": "x",
     "pipeline_throughput_1_per_min": "req/min",
     "pipeline_throughput_2_per_min": "req/min",
+    "self_regeneration_s": "s",
+    "rollout_requests": "req",
+    "rollout_lost_or_duplicated": "req",
 }
 
 

@@ -32,7 +32,17 @@ if __package__ in (None, ""):
     # Run as a script: make ``benchmarks`` importable from the checkout.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import consume, generation, loops, nodes, pipeline, publish, registry, report
+from benchmarks import (
+    consume,
+    generation,
+    loops,
+    nodes,
+    pipeline,
+    publish,
+    registry,
+    report,
+    selfhost,
+)
 from benchmarks.stack import BenchStack, bench_stack
 from onex_scaffold import naming
 
@@ -55,7 +65,7 @@ class Plan:
     consume_rounds: int
 
 
-PARTS = ("generation", "startup", "publishing", "consuming", "registry", "pipeline")
+PARTS = ("generation", "startup", "publishing", "consuming", "registry", "pipeline", "selfhost")
 
 QUICK = Plan(3, 3, 2, 2.0, 5_000, 2, 100, 2_000, 5_000, 1)
 FULL = Plan(10, 10, 5, 5.0, 20_000, 5, 500, 10_000, 20_000, 3)
@@ -348,6 +358,23 @@ class Run:
         self.values["pipeline_throughput_1_per_min"] = result.throughput_1_per_min
         self.values["pipeline_throughput_2_per_min"] = result.throughput_2_per_min
 
+    def selfhost(self, stack: BenchStack) -> None:
+        result = selfhost.run(stack.root, stack.kafka, stack.environment, self.work / "selfhost")
+        log(
+            f"regenerate-self --check: {result.regeneration_s:.1f} s"
+            + (" (drift found)" if result.regeneration_drift else "")
+        )
+        log(
+            f"rolling restart of the stage nodes: {result.rollout_requests} requests in "
+            f"{result.rollout_s:.1f} s, {result.rollout_lost} lost, "
+            f"{result.rollout_duplicated} completed twice"
+        )
+        self.values["self_regeneration_s"] = result.regeneration_s
+        self.values["rollout_requests"] = float(result.rollout_requests)
+        self.values["rollout_lost_or_duplicated"] = float(
+            result.rollout_lost + result.rollout_duplicated
+        )
+
     def _runtime_source(self) -> tuple[Path, str]:
         if not self.node_folders:
             raise RuntimeError("no generated node to take the runtime from (generation failed)")
@@ -392,20 +419,23 @@ def main(argv: list[str] | None = None) -> int:
     load_before = report.load_average()
     work = Path(tempfile.mkdtemp(prefix="onex-bench-"))
     run = Run(plan, work)
-    if args.quick and "pipeline" not in args.skip:
-        # Its requests run mypy and the node's tests: minutes on their own, so --quick (about
-        # a minute) leaves it out; the full run measures it.
-        args.skip.append("pipeline")
+    for slow in ("pipeline", "selfhost"):
+        if args.quick and slow not in args.skip:
+            # Their requests run mypy and the nodes' tests: minutes on their own, so --quick
+            # (about a minute) leaves them out; the full run measures them.
+            args.skip.append(slow)
     wanted = [part for part in PARTS if part not in args.skip]
     try:
         run.attempt("generation", run.generation)
-        with bench_stack(args.root.resolve(), args.kafka, "pipeline" in wanted) as stack:
+        needs_pipeline = "pipeline" in wanted or "selfhost" in wanted
+        with bench_stack(args.root.resolve(), args.kafka, needs_pipeline) as stack:
             parts: dict[str, Callable[[BenchStack], None]] = {
                 "startup": run.startup,
                 "publishing": run.publishing,
                 "consuming": run.consuming,
                 "registry": run.registry,
                 "pipeline": run.pipeline,
+                "selfhost": run.selfhost,
             }
             for part, measure in parts.items():
                 if part in wanted:

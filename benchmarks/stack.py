@@ -30,6 +30,8 @@ class BenchStack:
     registry_url: str
     environment: str
     started_here: bool
+    #: The folder whose .onex-dev/ holds the stack (its stage nodes can be rolled).
+    root: Path
 
 
 def _log(message: str) -> None:
@@ -86,6 +88,7 @@ def bench_stack(
             registry_url=registry,
             environment=environment,
             started_here=own is not None,
+            root=own_dir if own_dir is not None else root,
         )
     finally:
         if own is not None:

@@ -23,17 +23,15 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
-import uuid
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import REPO_ROOT, git
 
+from benchmarks.selfhost import MIN_REQUESTS, rollout_prd, rollout_under_load
 from onex_scaffold._answers import read_answers
 from onex_scaffold._rerender import (
     PRD_FILE,
@@ -45,7 +43,6 @@ from onex_scaffold._rerender import (
 from onex_scaffold._template import published_source
 from onex_scaffold.devstack.pipeline import PIPELINE_SERVICES
 from onex_scaffold.devstack.stack import Stack
-from onex_scaffold.pipeline import events
 from onex_scaffold.pipeline.client import PipelineClient
 from onex_scaffold.pipeline.runner import PipelineResult, make_request
 
@@ -53,8 +50,6 @@ pytestmark = pytest.mark.e2e
 
 NEW_VERSION = "v99.0.0"
 MARK = "SELF_HOSTING_EDITION"
-#: Requests in flight during the rolling upgrade (the issue asks for at least 50).
-MIN_REQUESTS = 50
 STACK_VARS = ("KAFKA_BOOTSTRAP_SERVERS", "CONSUL_HTTP_ADDR", "DATABASE_URL", "ONEX_DEV_ROOT")
 
 
@@ -124,60 +119,6 @@ def _consul_versions(consul: str) -> dict[str, list[str]]:
     return found
 
 
-def _completed_counts(bootstrap: str, request_ids: set[str], timeout_s: float = 60) -> Counter[str]:
-    """NODE_GENERATION_COMPLETED records per request id, read from the topic itself."""
-    from confluent_kafka import Consumer
-
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": f"selfhost-count-{uuid.uuid4().hex[:6]}",
-        "auto.offset.reset": "earliest", "enable.auto.commit": False,
-    })  # fmt: skip
-    topic = events.event_topic(events.NODE_GENERATION_COMPLETED, "dev")
-    consumer.subscribe([topic])
-    counts: Counter[str] = Counter()
-    deadline = time.monotonic() + timeout_s
-    quiet_since = time.monotonic()
-    try:
-        while time.monotonic() < deadline:
-            record = consumer.poll(0.5)
-            if record is None or record.error() is not None:
-                if set(counts) >= request_ids and time.monotonic() - quiet_since > 5:
-                    break
-                continue
-            quiet_since = time.monotonic()
-            envelope = json.loads(record.value())
-            if envelope.get("correlation_id") in request_ids:
-                counts[envelope["correlation_id"]] += 1
-    finally:
-        consumer.close()
-    return counts
-
-
-def _prd(index: int) -> str:
-    return json.dumps({
-        "node_type": "compute", "service_name": f"rolling-{index}", "domain": "testing",
-        "description": "A node requested while the pipeline rolls onto a new version.",
-        "operations": ["Compute a total"], "features": [], "confidence": 0.9,
-    })  # fmt: skip
-
-
-async def _stream(
-    bootstrap: str, out: Path, stop: threading.Event, results: list[PipelineResult]
-) -> None:
-    """Requests, four at a time, until the rolling restart is over and MIN_REQUESTS were sent."""
-    async with PipelineClient(bootstrap, "dev") as client:
-        index = 0
-        in_flight: set[asyncio.Task[PipelineResult]] = set()
-        while not (stop.is_set() and index >= MIN_REQUESTS):
-            while len(in_flight) < 4:
-                request = make_request(_prd(index), out / f"node-{index}", validation="fast")
-                in_flight.add(asyncio.create_task(client.request(request, timeout_s=300)))
-                index += 1
-            done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-            results.extend(task.result() for task in done)
-        results.extend(await asyncio.gather(*in_flight))
-
-
 def test_the_pipeline_regenerates_itself_and_rolls_onto_the_new_version(
     clone: Path, own_stack: dict[str, str], tmp_path: Path
 ) -> None:
@@ -216,30 +157,23 @@ def test_the_pipeline_regenerates_itself_and_rolls_onto_the_new_version(
     assert _digests(nodes, owned) == owners_before, "an owner file changed"
 
     # 3. Each stage node rolls onto its new code while requests are in flight.
-    stop = threading.Event()
-    results: list[PipelineResult] = []
     bootstrap = env["KAFKA_BOOTSTRAP_SERVERS"]
-    stream = threading.Thread(
-        target=lambda: asyncio.run(_stream(bootstrap, tmp_path / "out", stop, results))
-    )
-    stream.start()
-    try:
-        time.sleep(3)  # requests are flowing before the first stage is replaced
-        rolled = _cli(
-            "dev", "--root", env["ONEX_STACK_ROOT"], "restart", "pipeline", "--rolling", env=env
+    rolled: list[subprocess.CompletedProcess[str]] = []
+
+    def roll() -> None:
+        stack_root = env["ONEX_STACK_ROOT"]
+        rolled.append(
+            _cli("dev", "--root", stack_root, "restart", "pipeline", "--rolling", env=env)
         )
-    finally:
-        stop.set()
-        stream.join(timeout=600)
-    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
-    assert not stream.is_alive()
+
+    results, counts, _ = rollout_under_load(bootstrap, "dev", tmp_path / "out", roll)
+    assert rolled[0].returncode == 0, rolled[0].stdout + rolled[0].stderr
 
     # 4. Nothing lost, nothing answered twice; the fleet runs the new version.
     assert len(results) >= MIN_REQUESTS
     failed = [(r.request_id, r.failure) for r in results if not r.ok]
     assert not failed, failed
     ids = {str(r.request_id) for r in results}
-    counts = _completed_counts(bootstrap, ids)
     assert set(counts) == ids, f"{len(ids - set(counts))} request(s) never completed"
     assert max(counts.values()) == 1, [i for i, n in counts.items() if n > 1]
     assert all((tmp_path / "out" / f"node-{i}").is_dir() for i in range(len(results)))
@@ -253,7 +187,7 @@ def test_the_pipeline_regenerates_itself_and_rolls_onto_the_new_version(
     # A fresh request through the new generation, fully validated.
     async def fresh() -> PipelineResult:
         async with PipelineClient(bootstrap, "dev") as client:
-            request = make_request(_prd(10_000), tmp_path / "fresh")
+            request = make_request(rollout_prd(10_000), tmp_path / "fresh")
             return await client.request(request, timeout_s=300)
 
     result = asyncio.run(fresh())

@@ -42,6 +42,9 @@ def test_json_has_exactly_the_issue_keys_in_order() -> None:
         "pipeline_overhead_ratio",
         "pipeline_throughput_1_per_min",
         "pipeline_throughput_2_per_min",
+        "self_regeneration_s",
+        "rollout_requests",
+        "rollout_lost_or_duplicated",
     ]
     assert document["publish_ratio"] == 4.0
     assert document["uvloop"] is True  # a flag is true/false, never a number
@@ -162,3 +165,14 @@ def test_contenders_table_times_and_memory_best_is_smallest() -> None:
     lines = report.contenders_table(rows).splitlines()
     assert "40.00 MB RSS" in lines[1] and "1.00" in lines[1]
     assert "50.00 MB RSS" in lines[2] and "0.80" in lines[2]
+
+
+def test_a_lost_or_duplicated_request_during_a_rollout_misses_its_goal() -> None:
+    lines = {
+        line.split()[0]: line
+        for line in report.table(
+            {"rollout_lost_or_duplicated": 1.0, "rollout_requests": 50.0}
+        ).splitlines()[1:]
+    }
+    assert "MISSED" in lines["rollout_lost_or_duplicated"]
+    assert "MISSED" not in lines["rollout_requests"]

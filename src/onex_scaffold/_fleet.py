@@ -130,6 +130,10 @@ _DESCRIBED: Final = re.compile(r"^(?P<tag>.+?)-(?P<distance>\d+)-g(?P<sha>[0-9a-
 
 
 def _tag_key(tag: str) -> Version | None:
+    """A version tag's PEP 440 version; None for anything else. A commit abbreviation such as
+    ``892c058`` parses as ``892rc58``, so a tag must have a dot."""
+    if "." not in tag:
+        return None
     try:
         return Version(tag)
     except InvalidVersion:

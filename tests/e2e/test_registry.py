@@ -243,7 +243,7 @@ def test_writer_registers_writes_and_leaves_on_sigterm(
     assert {"effect", "database", "postgres"} <= set(service["Tags"])
     meta = service["Meta"]
     assert meta["node_id"] == node.node_id
-    assert meta["node_name"] == "PostgresqlWriter"
+    assert meta["node_name"] == "NodePostgresqlWriterEffect"  # the class name (design)
     assert meta["node_type"] == "effect"
     assert meta["version"] == "0.1.0"
     assert meta["domain"] == "database"

@@ -34,6 +34,7 @@ from pathlib import Path
 import pytest
 from helpers import REPO_ROOT, git
 
+from onex_scaffold._answers import read_answers
 from onex_scaffold._rerender import (
     PRD_FILE,
     committed_template,
@@ -41,6 +42,7 @@ from onex_scaffold._rerender import (
     owner_files,
     render_fresh,
 )
+from onex_scaffold._template import published_source
 from onex_scaffold.devstack.pipeline import PIPELINE_SERVICES
 from onex_scaffold.devstack.stack import Stack
 from onex_scaffold.pipeline import events
@@ -99,7 +101,7 @@ def own_stack(clone: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     """Apache Kafka, Consul, the registry and the stage nodes from the clone's nodes/."""
     root = tmp_path_factory.mktemp("selfhost-stack")
     env = {k: v for k, v in os.environ.items() if k not in STACK_VARS}
-    env.update(ONEX_PIPELINE_NODES_DIR=str(clone / "nodes"), ONEX_DEV_ROOT=str(root))
+    env.update(ONEX_DEV_NODES_DIR=str(clone / "nodes"), ONEX_DEV_ROOT=str(root))
     up = _cli("dev", "--root", str(root), "up", "--ignore-env", env=env, timeout=600)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
@@ -208,7 +210,9 @@ def test_the_pipeline_regenerates_itself_and_rolls_onto_the_new_version(
     for name in owned:
         inits = list((nodes / name).glob("*/runtime/__init__.py"))
         assert inits and MARK in inits[0].read_text(), f"{name}: runtime not updated"
-        assert f"_commit: {NEW_VERSION}" in (nodes / name / ".copier-answers.yml").read_text()
+        recorded = read_answers(nodes / name)
+        assert recorded["_commit"] == NEW_VERSION
+        assert recorded["_src_path"] == published_source(), "a path of this machine recorded"
     assert _digests(nodes, owned) == owners_before, "an owner file changed"
 
     # 3. Each stage node rolls onto its new code while requests are in flight.

@@ -42,3 +42,10 @@ def test_a_node_without_prd_is_refused(tmp_path: Path) -> None:
     (node / ".copier-answers.yml").write_text("_commit: abc\n")
     with pytest.raises(SelfRegenerationError, match=r"lonely: no PRD\.md"):
         own_nodes(tmp_path)
+
+
+def test_a_relative_template_path_is_sent_absolute(tmp_path: Path) -> None:
+    request = make_request("# X\n", tmp_path / "out", template=".")
+    assert request.template == str(Path.cwd())
+    url = "https://example.invalid/template.git"
+    assert make_request("# X\n", tmp_path / "out", template=url).template == url

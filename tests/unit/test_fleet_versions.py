@@ -20,6 +20,8 @@ from onex_scaffold._git import git
         ("v1.1.0", "v1.1.0-2-gabc1234", True),
         ("v1.1.0-2-gabc1234", "v1.1.0-3-gdef5678", True),
         ("abc1234", "v1.0.0", True),
+        ("892c058", "v0.2.0", True),  # not the pre-release 892rc58
+        ("1234567", "v0.2.0", True),
         ("abc1234", "abc1234", False),
         ("abc1234", "abc12345678", False),
         ("abc1234", "def5678", True),
@@ -62,7 +64,8 @@ def test_stage_nodes_run_from_the_folder_named_in_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from onex_scaffold.devstack.errors import MissingToolError
-    from onex_scaffold.devstack.pipeline import NODES_DIR_VAR, stage_source
+    from onex_scaffold.devstack.pipeline import stage_source
+    from onex_scaffold.devstack.registry import NODES_DIR_VAR, registry_source
 
     (tmp_path / "validator").mkdir()
     (tmp_path / "validator" / "start_node.py").write_text("")
@@ -70,3 +73,8 @@ def test_stage_nodes_run_from_the_folder_named_in_the_environment(
     assert stage_source("validator") == tmp_path / "validator"
     with pytest.raises(MissingToolError):
         stage_source("file-writer")  # never the checkout's copy instead
+    with pytest.raises(MissingToolError):
+        registry_source()
+    (tmp_path / "registry").mkdir()
+    (tmp_path / "registry" / "start_node.py").write_text("")
+    assert registry_source() == tmp_path / "registry"

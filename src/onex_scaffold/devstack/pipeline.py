@@ -8,7 +8,6 @@ puts them in Consul like any other node.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
 import sys
@@ -19,7 +18,7 @@ from onex_scaffold.devstack.consul import CONSUL_VAR
 from onex_scaffold.devstack.errors import MissingToolError
 from onex_scaffold.devstack.kafka import KAFKA_VAR
 from onex_scaffold.devstack.ports import choose_port
-from onex_scaffold.devstack.registry import probe_registry, registry_version
+from onex_scaffold.devstack.registry import node_source, probe_registry, registry_version
 from onex_scaffold.devstack.state import ServiceRecord
 
 #: Stage folder under nodes/ by service name of the stack (``pipeline-<folder>``).
@@ -40,27 +39,12 @@ _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 _NEEDS = ("pydantic", "pydantic_settings", "confluent_kafka", "copier", "ruff", "mypy", "pytest")
 
 
-#: Runs the stage nodes from another folder of nodes (a clone being upgraded, say).
-NODES_DIR_VAR = "ONEX_PIPELINE_NODES_DIR"
-
-
 def stage_source(folder: str) -> Path:
-    """nodes/<folder> under $ONEX_PIPELINE_NODES_DIR, else of the checkout, else the copy
-    packaged in the wheel."""
-    from onex_scaffold import template_root
-
-    candidates = [_PACKAGE_DIR / "_nodes" / folder]
-    with contextlib.suppress(FileNotFoundError):  # no checkout: the packaged copy
-        candidates.insert(0, template_root() / "nodes" / folder)
-    if os.environ.get(NODES_DIR_VAR):
-        candidates = [Path(os.environ[NODES_DIR_VAR]).expanduser().resolve() / folder]
-    for candidate in candidates:
-        if (candidate / "start_node.py").is_file():
-            return candidate
-    raise MissingToolError(
-        f"the pipeline stage node nodes/{folder} was not found next to onex_scaffold; "
-        "reinstall onex-node-template or start the stack with --no-pipeline"
-    )
+    """nodes/<folder> (see :func:`onex_scaffold.devstack.registry.node_source`)."""
+    try:
+        return node_source(folder)
+    except MissingToolError as error:
+        raise MissingToolError(f"{error}, or start the stack with --no-pipeline") from None
 
 
 def url_var(folder: str) -> str:

@@ -36,18 +36,31 @@ _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 _NEEDS = ("pydantic", "pydantic_settings", "confluent_kafka", "consul")
 
 
-def registry_source() -> Path:
-    """nodes/registry of the checkout, else the copy packaged in the wheel."""
-    candidates = [_PACKAGE_DIR / "_nodes" / "registry"]
-    with contextlib.suppress(FileNotFoundError):  # no checkout: the packaged copy
-        candidates.insert(0, template_root() / "nodes" / "registry")
+#: Runs our nodes (registry, stage nodes) from another folder of nodes: a clone being upgraded.
+NODES_DIR_VAR = "ONEX_DEV_NODES_DIR"
+
+
+def node_source(folder: str) -> Path:
+    """One of our nodes, ``nodes/<folder>``: under $ONEX_DEV_NODES_DIR when set (and only
+    there), else in the checkout, else the copy packaged in the wheel."""
+    if os.environ.get(NODES_DIR_VAR):
+        candidates = [Path(os.environ[NODES_DIR_VAR]).expanduser().resolve() / folder]
+    else:
+        candidates = [_PACKAGE_DIR / "_nodes" / folder]
+        with contextlib.suppress(FileNotFoundError):  # no checkout: the packaged copy
+            candidates.insert(0, template_root() / "nodes" / folder)
     for candidate in candidates:
         if (candidate / "start_node.py").is_file():
             return candidate
     raise MissingToolError(
-        "the registry node (nodes/registry) was not found next to onex_scaffold; "
-        "reinstall onex-node-template"
+        f"the node nodes/{folder} was not found ({', '.join(map(str, candidates))}); "
+        f"reinstall onex-node-template or check {NODES_DIR_VAR}"
     )
+
+
+def registry_source() -> Path:
+    """nodes/registry (see :func:`node_source`)."""
+    return node_source("registry")
 
 
 def registry_version(source: Path) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from onex_scaffold import PipelineStage
+from onex_scaffold._template import is_url
 from onex_scaffold.pipeline import stages
 from onex_scaffold.pipeline.events import (
     CodeGenerated,
@@ -73,6 +74,9 @@ def make_request(
     from onex_scaffold.pipeline import archive
 
     target = Path(os.fspath(output_directory)).expanduser().absolute()
+    if template is not None and not is_url(template):
+        # The stage nodes run elsewhere (another folder, another host): never a relative path.
+        template = str(Path(template).expanduser().absolute())
     existing = None
     if (target / ".copier-answers.yml").is_file():
         existing = archive.pack(target)

@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from onex_scaffold._answers import read_answers, write_src_path
 from onex_scaffold._files import SKIPPED_DIRS
 from onex_scaffold._rerender import PRD_FILE, drift, node_folders
-from onex_scaffold._template import template_root
+from onex_scaffold._template import is_url, published_source, template_root
 from onex_scaffold.pipeline.client import PipelineClient, default_bootstrap_servers
 from onex_scaffold.pipeline.events import PipelineRequest
 from onex_scaffold.pipeline.runner import PipelineResult, make_request
@@ -95,6 +96,14 @@ def _local_template(template: str | None) -> Path:
     return template_root()
 
 
+def _keep_portable_source(node: Path) -> None:
+    """Our nodes record the published template, never a folder of this machine (a
+    ``--template`` checkout given for the run), so they update from any clone."""
+    recorded = str(read_answers(node).get("_src_path", ""))
+    if recorded and not is_url(recorded):
+        write_src_path(node, published_source())
+
+
 def _report(
     node: Path, target: Path, result: PipelineResult, check: bool, template: Path, seconds: float
 ) -> NodeReport:
@@ -111,6 +120,7 @@ def _report(
         changed = sorted({*found.changed, *found.missing, *found.extra})
     else:
         changed = sorted(result.completed.changed_files)
+        _keep_portable_source(target)
     return NodeReport(node, "completed", changed, seconds=seconds, template_version=version)
 
 

@@ -38,25 +38,7 @@ def register(subparsers: Any) -> None:
     )
     request.add_argument("--prd", required=True, type=Path, metavar="FILE", help="the PRD")
     request.add_argument("--out", required=True, type=Path, metavar="DIR", help="node folder")
-    request.add_argument("--json", action="store_true", help="print the result as JSON")
-    request.add_argument(
-        "--timeout", type=float, default=120.0, metavar="S", help="seconds to wait (120)"
-    )
-    request.add_argument(
-        "--bootstrap-servers",
-        metavar="HOST:PORT",
-        help="Kafka (default: $KAFKA_BOOTSTRAP_SERVERS, else the dev stack's)",
-    )
-    request.add_argument(
-        "--environment", metavar="ENV", help="topic prefix (default: $KAFKA_ENVIRONMENT or dev)"
-    )
-    request.add_argument("--template", metavar="SRC", help="template path or git URL")
-    request.add_argument("--vcs-ref", metavar="REF", help="template git ref")
-    request.add_argument(
-        "--fast",
-        action="store_true",
-        help="validate with parse, ruff and ruff format only (skip mypy and the node's tests)",
-    )
+    _bus_options(request, timeout_s=120)
     request.add_argument(
         "--dry-run",
         action="store_true",
@@ -82,26 +64,38 @@ def register(subparsers: Any) -> None:
     regenerate.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 on any difference"
     )
-    regenerate.add_argument("--template", metavar="SRC", help="template path or git URL")
-    regenerate.add_argument("--vcs-ref", metavar="REF", help="template git ref (e.g. a tag)")
     regenerate.add_argument(
         "--root", type=Path, default=Path.cwd(), metavar="DIR", help="the checkout (.)"
     )
-    regenerate.add_argument("--json", action="store_true", help="print the result as JSON")
-    regenerate.add_argument(
-        "--timeout", type=float, default=600.0, metavar="S", help="seconds to wait (600)"
+    _bus_options(regenerate, timeout_s=600)
+    regenerate.set_defaults(func=run_regenerate_self)
+
+
+def _bus_options(parser: argparse.ArgumentParser, timeout_s: int) -> None:
+    """Options every command that talks to the running pipeline takes."""
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=float(timeout_s),
+        metavar="S",
+        help=f"seconds to wait ({timeout_s})",
     )
-    regenerate.add_argument(
-        "--fast",
-        action="store_true",
-        help="validate with parse, ruff and ruff format only (skip mypy and the nodes' tests)",
-    )
-    regenerate.add_argument(
+    parser.add_argument(
         "--bootstrap-servers",
         metavar="HOST:PORT",
         help="Kafka (default: $KAFKA_BOOTSTRAP_SERVERS, else the dev stack's)",
     )
-    regenerate.set_defaults(func=run_regenerate_self)
+    parser.add_argument(
+        "--environment", metavar="ENV", help="topic prefix (default: $KAFKA_ENVIRONMENT or dev)"
+    )
+    parser.add_argument("--template", metavar="SRC", help="template path or git URL")
+    parser.add_argument("--vcs-ref", metavar="REF", help="template git ref (e.g. a tag)")
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="validate with parse, ruff and ruff format only (skip mypy and the nodes' tests)",
+    )
 
 
 class _Progress:
@@ -233,6 +227,7 @@ def run_regenerate_self(args: argparse.Namespace) -> int:
                     template=args.template,
                     vcs_ref=args.vcs_ref,
                     bootstrap_servers=args.bootstrap_servers,
+                    environment=args.environment,
                     validation="fast" if args.fast else "full",
                     timeout_s=args.timeout,
                 )

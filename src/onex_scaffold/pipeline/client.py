@@ -326,6 +326,18 @@ def default_bootstrap_servers() -> str | None:
         return None
 
 
+def bus_address(bootstrap_servers: str | None, environment: str | None) -> tuple[str, str]:
+    """(Kafka servers, topic environment) for a client of the running pipeline: as given,
+    else $KAFKA_BOOTSTRAP_SERVERS / the dev stack's, and $KAFKA_ENVIRONMENT or ``dev``."""
+    servers = bootstrap_servers or default_bootstrap_servers()
+    if not servers:
+        raise PipelineUnavailable(
+            "no Kafka to reach the pipeline: set KAFKA_BOOTSTRAP_SERVERS or run "
+            "`onex-node dev up` in this folder (it starts the seven stage nodes)"
+        )
+    return servers, environment or os.environ.get("KAFKA_ENVIRONMENT") or "dev"
+
+
 async def request_node(
     prd: str,
     output_directory: str | os.PathLike[str],
@@ -341,12 +353,7 @@ async def request_node(
     dry_run: bool = False,
 ) -> PipelineResult:
     """Generate (or update) a node through the running pipeline; see the module docstring."""
-    servers = bootstrap_servers or default_bootstrap_servers()
-    if not servers:
-        raise RuntimeError(
-            "no Kafka to send the request to: set KAFKA_BOOTSTRAP_SERVERS or run "
-            "`onex-node dev up` in this folder"
-        )
+    servers, env = bus_address(bootstrap_servers, environment)
     request = make_request(
         prd,
         output_directory,
@@ -356,7 +363,6 @@ async def request_node(
         validation=validation,
         dry_run=dry_run,
     )
-    env = environment or os.environ.get("KAFKA_ENVIRONMENT") or "dev"
     async with PipelineClient(
         servers,
         env,

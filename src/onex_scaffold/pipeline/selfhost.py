@@ -30,7 +30,7 @@ from onex_scaffold._answers import read_answers, write_src_path
 from onex_scaffold._files import SKIPPED_DIRS
 from onex_scaffold._rerender import PRD_FILE, drift, node_folders
 from onex_scaffold._template import is_url, published_source, template_root
-from onex_scaffold.pipeline.client import PipelineClient, default_bootstrap_servers
+from onex_scaffold.pipeline.client import PipelineClient, bus_address
 from onex_scaffold.pipeline.events import PipelineRequest
 from onex_scaffold.pipeline.runner import PipelineResult, make_request
 
@@ -143,13 +143,7 @@ async def regenerate_self(
     folders = await asyncio.to_thread(
         lambda: list(nodes) if nodes is not None else own_nodes(Path(root).resolve())
     )
-    servers = bootstrap_servers or default_bootstrap_servers()
-    if not servers:
-        raise SelfRegenerationError(
-            "no Kafka to reach the pipeline: set KAFKA_BOOTSTRAP_SERVERS or run "
-            "`onex-node dev up` (it starts the seven stage nodes)"
-        )
-    env = environment or os.environ.get("KAFKA_ENVIRONMENT") or "dev"
+    servers, env = bus_address(bootstrap_servers, environment)
     local_template = _local_template(template)
     with tempfile.TemporaryDirectory(prefix="onex-regenerate-self-") as scratch:
 

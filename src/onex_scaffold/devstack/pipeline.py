@@ -97,6 +97,8 @@ class PipelineStageService(Service):
         env.update(ctx.env)
         env.update(
             SERVICE_HOST="127.0.0.1",
+            # Like the registry: the dev stack listens on loopback only.
+            SERVICE_BIND_HOST="127.0.0.1",
             SERVICE_PORT=str(port),
             INSTANCE_ID=self.instance_id,
             PYTHONUNBUFFERED="1",

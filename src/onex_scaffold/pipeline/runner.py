@@ -15,6 +15,7 @@ from typing import Any
 from onex_scaffold import PipelineStage
 from onex_scaffold._template import is_url
 from onex_scaffold.pipeline import stages
+from onex_scaffold.pipeline.errors import PipelineRequestFailed
 from onex_scaffold.pipeline.events import (
     CodeGenerated,
     CodeRefined,
@@ -44,6 +45,11 @@ class PipelineResult:
     @property
     def ok(self) -> bool:
         return self.completed is not None
+
+    def raise_for_failure(self) -> None:
+        """Raise :class:`PipelineRequestFailed` when the request ended in failure."""
+        if self.failure is not None:
+            raise PipelineRequestFailed(self.failure)
 
     def summary(self) -> dict[str, Any]:
         return {

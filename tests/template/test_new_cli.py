@@ -11,6 +11,7 @@ import yaml
 
 from onex_scaffold._template import published_source
 from onex_scaffold.cli import main
+from onex_scaffold.cli.new import next_steps
 from onex_scaffold import read_answers
 
 
@@ -136,6 +137,25 @@ def test_new_as_installed_command(copier_template: Path, tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     assert "created" in result.stdout
     assert read_answers(tmp_path / "n")["event_bus_enabled"] is False
+    # The next steps name this folder and what the node has: a dev extra, start_node.py.
+    steps = result.stdout.split("next steps:\n", 1)[1].splitlines()
+    assert steps[0] == f"  cd {tmp_path / 'n'}"
+    assert [s.split("#")[0].strip() for s in steps[2:]] == [
+        "python -m pip install -e '.[dev]'",
+        "pytest",
+        "onex-node dev up",
+        "set -a; . .onex-dev/env; set +a",
+        "python start_node.py",
+    ]
+    assert "dev = [" in (tmp_path / "n" / "pyproject.toml").read_text()
+    assert (tmp_path / "n" / "start_node.py").is_file()
+
+
+def test_next_steps_start_postgresql_for_a_node_that_uses_it() -> None:
+    steps = next_steps(Path("/srv/my nodes/ledger"), "ledger", postgres=True).splitlines()
+    assert "  cd '/srv/my nodes/ledger'" in steps
+    assert any(s.startswith("  onex-node dev up --postgres ") for s in steps)
+    assert 'git commit -m "Generate ledger from the ONEX template"' in "\n".join(steps)
 
 
 def test_new_refuses_a_non_empty_folder_and_leaves_it_alone(

@@ -415,7 +415,7 @@ async def test_unknown_heartbeats_cannot_flood_the_request_topic(
     assert consumer.stats.unknown_heartbeats == 500
     assert len(published) <= RegistrySettings().reannounce_burst + 2
     assert consumer.stats.reannounce_suppressed >= 500 - len(published)
-    assert len(consumer._last_request) <= len(published)
+    assert len(consumer._reannounce.last_request) <= len(published)
 
 
 async def test_the_number_of_nodes_is_capped(consumer: DiscoveryConsumer) -> None:

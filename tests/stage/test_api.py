@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from _stage_helpers import leftovers_beside, tree_hashes
+from helpers.stage import leftovers_beside, tree_hashes
 
 import onex_scaffold
 from onex_scaffold.stage import (

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _stage_helpers import tree_hashes
 from helpers import run_python
+from helpers.stage import tree_hashes
 
 import onex_scaffold
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _stage_helpers import leftovers_beside, release, tree_hashes
 from helpers import git, run_python
+from helpers.stage import leftovers_beside, release, tree_hashes
 
 from onex_scaffold import generate_node
 from onex_scaffold._mapping import safe_repr

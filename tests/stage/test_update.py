@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _stage_helpers import leftovers_beside, release, tree_hashes
 from helpers import git
+from helpers.stage import leftovers_beside, release, tree_hashes
 
 from onex_scaffold._snapshot import cache_dir
 from onex_scaffold.stage import generate_node

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from onex_scaffold import PipelineStage
+from onex_scaffold._answers import ANSWERS_FILE
 from onex_scaffold._template import is_url
 from onex_scaffold.pipeline import stages
 from onex_scaffold.pipeline.errors import PipelineRequestFailed
@@ -84,7 +85,7 @@ def make_request(
         # The stage nodes run elsewhere (another folder, another host): never a relative path.
         template = str(Path(template).expanduser().absolute())
     existing = None
-    if (target / ".copier-answers.yml").is_file():
+    if (target / ANSWERS_FILE).is_file():
         existing = archive.pack(target)
     return PipelineRequest(
         request_id=request_id or uuid.uuid4(),

@@ -168,7 +168,9 @@ def naming() -> NamingModule:
 def load_runtime_module(name: str) -> ModuleType:
     """Import ``template/{{package_name}}/runtime/<name>.py`` as ``onex_scaffold._runtime.<name>``.
 
-    Only stdlib-only runtime modules (``naming``) are meant to be loaded this way.
+    Only runtime modules that need nothing beyond this package's own dependencies (stdlib,
+    pydantic, pydantic-settings, confluent-kafka: ``naming``, ``events``, ``config``,
+    ``topics``) are meant to be loaded this way.
     """
     return _load_template_module("onex_scaffold._runtime", RUNTIME_DIR_IN_TEMPLATE, name)
 

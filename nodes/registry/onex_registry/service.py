@@ -183,10 +183,10 @@ class RegistryService:
                     ensure_discovery_topics,
                     kafka_config,
                     ctx.environment,
-                    2.0,
-                    extra,
-                    ctx.settings.kafka_topic_replication_factor,
-                    ctx.settings.kafka_topic_min_insync_replicas,
+                    timeout_s=2.0,
+                    extra_topics=extra,
+                    replication_factor=ctx.settings.kafka_topic_replication_factor,
+                    min_insync_replicas=ctx.settings.kafka_topic_min_insync_replicas,
                 )
             except (TopicSetupError, KafkaException, TimeoutError) as error:
                 # TimeoutError: a replicated cluster slow to create the topics (measured with

@@ -2,31 +2,26 @@
 
 The registry makes the topics it reads (and their dead-letter topics) before any
 node can rely on them, and makes sure the introspection topic is compacted: it is
-the durable snapshot every start rebuilds the view from.
+the durable snapshot every start rebuilds the view from. Creating them is the
+runtime's ``topics.ensure_topics`` (one rule for every topic of a deployment); what is
+the registry's own is the compaction check and waiting until the topics are visible.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
-from confluent_kafka.cimpl import NewTopic
 
 from .runtime import naming
 from .runtime import topics as runtime_topics
 
 #: The compacted topic keeps the latest announcement per node; tombstones are kept a day so a
-#: registry that was down a while still sees who left.
-COMPACTED_TOPIC_CONFIG: Final = {
-    "cleanup.policy": "compact",
-    "delete.retention.ms": str(24 * 3600 * 1000),
-    "min.compaction.lag.ms": "0",
-    "segment.ms": str(3600 * 1000),
-}
+#: registry that was down a while still sees who left (the runtime's ``naming`` defines it).
+COMPACTED_TOPIC_CONFIG: Final = naming.COMPACTED_TOPIC_CONFIG
 
 
 class TopicSetupError(RuntimeError):
@@ -47,55 +42,40 @@ def ensure_discovery_topics(
     Blocking: run it in a thread. The timeout is short because a blocked librdkafka call
     cannot be cancelled, and a stopping registry waits for it; the caller retries.
     """
-    admin = AdminClient(dict(kafka_config))
     topics = naming.discovery_topics(environment)
     names = [*topics.values(), *extra_topics]
     wanted = [*names, *(naming.dead_letter_topic(t) for t in names)]
+    compacted = topics["introspection"]
     try:
-        metadata = admin.list_topics(timeout=timeout_s)
-    except KafkaException as error:
-        raise TopicSetupError(f"cannot list Kafka topics: {error}") from error
-    existing = set(metadata.topics)
-    # KAFKA_TOPIC_REPLICATION_FACTOR / KAFKA_TOPIC_MIN_INSYNC_REPLICAS, as for every node's
-    # own topics (0 = what the cluster can hold).
-    try:
-        replication = runtime_topics.replication_for(
-            len(metadata.brokers), replication_factor, min_insync_replicas
+        # KAFKA_TOPIC_REPLICATION_FACTOR / KAFKA_TOPIC_MIN_INSYNC_REPLICAS, as for every
+        # node's own topics (0 = what the cluster can hold). CreateTopics is answered once
+        # the controller has the topic; the broker serving metadata learns of it a moment
+        # later (measured on Apache Kafka 4.1 in KRaft mode: 2 of 20 metadata requests right
+        # after the reply did not list the new topics). So return only when a metadata
+        # request shows every topic with a leader, so the consumers that start next see
+        # them (also on a retry after a timeout here).
+        report = runtime_topics.ensure_topics(
+            kafka_config,
+            wanted,
+            replication_factor=replication_factor,
+            min_insync_replicas=min_insync_replicas,
+            configs={compacted: COMPACTED_TOPIC_CONFIG},
+            timeout_s=timeout_s,
+            wait_visible_s=3 * timeout_s,
         )
     except runtime_topics.TopicSetupError as error:
         raise TopicSetupError(str(error)) from error
-    compacted = topics["introspection"]
-    changes: list[str] = []
-    new = [
-        NewTopic(
-            name,
-            num_partitions=-1,  # the broker's num.partitions
-            replication_factor=replication.replication_factor,
-            config={
-                "min.insync.replicas": str(replication.min_insync_replicas),
-                **(COMPACTED_TOPIC_CONFIG if name == compacted else {}),
-            },
+    if report.not_allowed:
+        # The registry reads these topics: without them there is no discovery to serve.
+        raise TopicSetupError(
+            f"not allowed to create {', '.join(report.not_allowed)}: grant this client "
+            "CreateTopics on them, or create them before the registry starts"
         )
-        for name in wanted
-        if name not in existing
-    ]
-    if new:
-        for name, future in admin.create_topics(new, operation_timeout=timeout_s).items():
-            try:
-                future.result(timeout_s)
-                changes.append(f"created {name}")
-            except KafkaException as error:
-                if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise TopicSetupError(f"cannot create topic {name}: {error}") from error
-    # CreateTopics is answered once the controller has the topic; the broker serving
-    # metadata learns of it a moment later (measured on Apache Kafka 4.1 in KRaft mode:
-    # 2 of 20 metadata requests right after the reply did not list the new topics).
-    # Return only when a metadata request shows every topic with a leader, so the
-    # consumers that start next see them (also on a retry after a timeout here).
-    _wait_until_visible(admin, wanted, 3 * timeout_s)
-    if compacted in existing:
+    changes = [f"created {name}" for name in report.created]
+    if compacted in report.existing:
         # Someone created it first (a node publishing with broker auto-creation): make sure it
         # really is compacted, or the durable snapshot would expire.
+        admin = AdminClient(dict(kafka_config))
         changes += _ensure_compacted(admin, compacted, timeout_s)
     return changes
 
@@ -120,29 +100,3 @@ def _ensure_compacted(admin: AdminClient, topic: str, timeout_s: float) -> list[
             f"{policy.value if policy else '?'}; set it to compact: {error}"
         ) from error
     return [f"set cleanup.policy=compact on {topic}"]
-
-
-def _wait_until_visible(admin: AdminClient, names: list[str], timeout_s: float) -> None:
-    """Poll metadata until ``names`` all exist with a leader on every partition."""
-    deadline = time.monotonic() + timeout_s
-    pending = list(names)
-    while True:
-        try:
-            metadata = admin.list_topics(timeout=max(0.1, deadline - time.monotonic()))
-        except KafkaException as error:
-            raise TopicSetupError(f"cannot list Kafka topics: {error}") from error
-        pending = [name for name in pending if not _has_leaders(metadata.topics.get(name))]
-        if not pending:
-            return
-        if time.monotonic() >= deadline:
-            raise TopicSetupError(
-                f"topics {', '.join(pending)} were created but the broker's metadata does not "
-                f"show them with a leader after {timeout_s:.0f}s; check the broker's log"
-            )
-        time.sleep(0.05)
-
-
-def _has_leaders(topic: Any) -> bool:
-    if topic is None or topic.error is not None or not topic.partitions:
-        return False
-    return all(p.leader >= 0 and p.error is None for p in topic.partitions.values())

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Protocol
 
 from pydantic import BaseModel, TypeAdapter
 
+from onex_scaffold._template import load_runtime_module
 from onex_scaffold.pipeline import events, stages
 from onex_scaffold.pipeline.events import (
     CodeGenerated,
@@ -41,69 +41,35 @@ log = logging.getLogger(__name__)
 PARTITIONS: Final = 4
 
 
-def topic_replication(environ: Mapping[str, str] | None = None) -> tuple[int, dict[str, str]]:
-    """(replication factor, topic config) for new topics, from the settings nodes use too:
-    ``KAFKA_TOPIC_REPLICATION_FACTOR`` and ``KAFKA_TOPIC_MIN_INSYNC_REPLICAS``. Unset or 0
-    means the broker's ``default.replication.factor`` / ``min.insync.replicas``."""
-    environ = os.environ if environ is None else environ
-    values: dict[str, int] = {}
-    for var in ("KAFKA_TOPIC_REPLICATION_FACTOR", "KAFKA_TOPIC_MIN_INSYNC_REPLICAS"):
-        text = environ.get(var, "").strip() or "0"
-        if not text.isdigit():
-            raise ValueError(f"{var}={text!r}: must be a whole number (0 = the broker's default)")
-        values[var] = int(text)
-    factor = values["KAFKA_TOPIC_REPLICATION_FACTOR"] or -1
-    insync = values["KAFKA_TOPIC_MIN_INSYNC_REPLICAS"]
-    return factor, ({"min.insync.replicas": str(insync)} if insync else {})
+def topic_replication(environ: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) asked for by ``KAFKA_TOPIC_REPLICATION_FACTOR``
+    and ``KAFKA_TOPIC_MIN_INSYNC_REPLICAS``, read by the runtime's ``config.TopicSettings`` as
+    every node reads them; 0 = what the cluster can hold (``runtime/topics.py``). A bad value
+    raises ``ValueError`` naming the variable."""
+    settings = load_runtime_module("config").topic_settings(environ)
+    return settings.kafka_topic_replication_factor, settings.kafka_topic_min_insync_replicas
 
 
-def ensure_topics(bootstrap_servers: str, environment: str, timeout_s: float = 10.0) -> None:
+def ensure_topics(bootstrap_servers: str, environment: str, timeout_s: float = 10.0) -> Any:
     """Create the pipeline's topics with ``PARTITIONS`` partitions (or grow them to that)
-    before any consumer subscribes (subscribing would create them with the broker default)."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import (  # type: ignore[attr-defined]
-        AdminClient,
-        NewPartitions,
-        NewTopic,
-    )
+    before any consumer subscribes (subscribing would create them with the broker default).
 
-    factor, config = topic_replication()
+    The runtime's ``topics.ensure_topics`` does it, with the nodes' replication rule; returns
+    its ``TopicReport``. Raises its ``TopicSetupError`` when Kafka does not answer or refuses.
+    """
+    factor, insync = topic_replication()
     client_config: dict[str, Any] = {
         "bootstrap.servers": bootstrap_servers,
         "logger": logging.getLogger(f"{__name__}.kafka"),
     }
-    admin = AdminClient(client_config)
-    wanted = events.pipeline_topics(environment)
-    metadata = admin.list_topics(timeout=timeout_s)
-    missing = [t for t in wanted if t not in metadata.topics]
-    if missing:
-        futures = admin.create_topics(
-            [
-                NewTopic(t, num_partitions=PARTITIONS, replication_factor=factor, config=config)
-                for t in missing
-            ],
-            operation_timeout=timeout_s,
-        )
-        for topic, future in futures.items():
-            try:
-                future.result(timeout=timeout_s)
-            except KafkaException as error:
-                if "TOPIC_ALREADY_EXISTS" not in str(error):
-                    raise
-            log.debug("created %s", topic)
-    small = [
-        t
-        for t in wanted
-        if t in metadata.topics and len(metadata.topics[t].partitions) < PARTITIONS
-    ]
-    if small:
-        futures = admin.create_partitions([NewPartitions(t, PARTITIONS) for t in small])
-        for future in futures.values():
-            try:
-                future.result(timeout=timeout_s)
-            except KafkaException as error:
-                if "INVALID_PARTITIONS" not in str(error):
-                    raise
+    return load_runtime_module("topics").ensure_topics(
+        client_config,
+        events.pipeline_topics(environment),
+        replication_factor=factor,
+        min_insync_replicas=insync,
+        timeout_s=timeout_s,
+        partitions=PARTITIONS,
+    )
 
 
 # ---------------------------------------------------------------------------

@@ -107,9 +107,10 @@ class PipelineClient:
         from onex_scaffold.pipeline.bus import ensure_topics
 
         quiet = logging.getLogger("onex_scaffold.pipeline.librdkafka")
+        setup_error = load_runtime_module("topics").TopicSetupError
         try:
             await asyncio.to_thread(ensure_topics, self.bootstrap_servers, self.environment, 5.0)
-        except KafkaException as error:
+        except (KafkaException, setup_error) as error:
             raise PipelineUnavailable(
                 f"Kafka at {self.bootstrap_servers} did not answer ({error.args[0]}); is the "
                 "stack up? `onex-node dev up`, or pass --bootstrap-servers"

@@ -10,10 +10,11 @@ only. ``.env`` is read from the working directory and from the project folder
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,9 +25,61 @@ from . import naming, provenance
 
 OffsetReset = Literal["earliest", "latest"]
 LogLevel = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
+#: Upper bound of the KAFKA_TOPIC_* counts (no cluster keeps more copies of a partition).
+_MAX_REPLICAS = 32
 
 
-class NodeSettings(BaseSettings):
+class TopicSettings(BaseSettings):
+    """The replication of the topics a node, the registry and the pipeline create
+    (``runtime/topics.py``): read here once for all of them. 0 = what the cluster can hold:
+    ``min(3, brokers)`` replicas, ``min(2, replicas - 1)`` in-sync replicas."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+    kafka_topic_replication_factor: int = Field(default=0, ge=0, le=_MAX_REPLICAS)
+    kafka_topic_min_insync_replicas: int = Field(default=0, ge=0, le=_MAX_REPLICAS)
+
+    @field_validator(
+        "kafka_topic_replication_factor", "kafka_topic_min_insync_replicas", mode="before"
+    )
+    @classmethod
+    def _whole_number(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        text = value.strip() if isinstance(value, str) else None
+        if text == "":
+            return 0  # set but empty: as unset
+        if text is None or not text.isdigit() or int(text) > _MAX_REPLICAS:
+            name = (info.field_name or "").upper()
+            raise ValueError(
+                f"{name}={value!r}: must be a whole number from 0 to {_MAX_REPLICAS} "
+                "(0 = derive it from the cluster)"
+            )
+        return int(text)
+
+    @model_validator(mode="after")
+    def _insync_within_replication(self) -> TopicSettings:
+        factor, insync = self.kafka_topic_replication_factor, self.kafka_topic_min_insync_replicas
+        if factor and insync > factor:
+            raise ValueError(
+                f"KAFKA_TOPIC_MIN_INSYNC_REPLICAS ({insync}) must not exceed "
+                f"KAFKA_TOPIC_REPLICATION_FACTOR ({factor}): no write could ever succeed"
+            )
+        return self
+
+
+def topic_settings(environ: Mapping[str, str] | None = None) -> TopicSettings:
+    """The KAFKA_TOPIC_* settings from ``environ`` (default: the process environment), for
+    programs that create topics without being a node (the generation pipeline). A bad value
+    raises pydantic's ``ValidationError`` (a ``ValueError``) naming the variable."""
+    if environ is None:
+        return TopicSettings()
+    fields = TopicSettings.model_fields
+    values = {key.lower(): value for key, value in environ.items() if key.lower() in fields}
+    return TopicSettings.model_validate(values)
+
+
+class NodeSettings(TopicSettings):
     """Every environment variable a node reads. Names are the upper-case field names."""
 
     model_config = SettingsConfigDict(
@@ -59,11 +112,9 @@ class NodeSettings(BaseSettings):
     kafka_request_timeout_ms: int = Field(default=30_000, ge=1_000)
     kafka_delivery_timeout_ms: int = Field(default=30_000, ge=1_000)
     kafka_probe_interval_s: float = Field(default=5.0, gt=0)
-    # Topics the node creates (runtime/topics.py); 0 = what the cluster can hold:
-    # min(3, brokers) replicas, min(2, replicas - 1) in-sync replicas.
+    # Topics the node creates (runtime/topics.py); their replication settings
+    # (KAFKA_TOPIC_REPLICATION_FACTOR, KAFKA_TOPIC_MIN_INSYNC_REPLICAS): TopicSettings.
     kafka_create_topics: bool = True
-    kafka_topic_replication_factor: int = Field(default=0, ge=0, le=32)
-    kafka_topic_min_insync_replicas: int = Field(default=0, ge=0, le=32)
     kafka_connect_wait_s: float = Field(default=10.0, ge=0)
 
     # Publisher resilience
@@ -146,16 +197,6 @@ class NodeSettings(BaseSettings):
         if problem:
             raise ValueError(f"KAFKA_ENVIRONMENT {problem}")
         return value
-
-    @model_validator(mode="after")
-    def _insync_within_replication(self) -> NodeSettings:
-        factor, insync = self.kafka_topic_replication_factor, self.kafka_topic_min_insync_replicas
-        if factor and insync > factor:
-            raise ValueError(
-                f"KAFKA_TOPIC_MIN_INSYNC_REPLICAS ({insync}) must not exceed "
-                f"KAFKA_TOPIC_REPLICATION_FACTOR ({factor}): no write could ever succeed"
-            )
-        return self
 
     # -- derived -------------------------------------------------------------
 

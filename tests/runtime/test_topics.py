@@ -175,7 +175,7 @@ def test_waiting_until_visible_gives_up_naming_the_topics(
 def test_a_partition_count_grows_existing_topics_on_a_real_broker(
     topics_mod: Any, broker: Broker
 ) -> None:
-    config = {"bootstrap.servers": broker.bootstrap}
+    config: dict[str, str | int | float | bool] = {"bootstrap.servers": broker.bootstrap}
     run = uuid.uuid4().hex[:8]
     small, new = f"rt{run}.small", f"rt{run}.new"
     first = topics_mod.ensure_topics(config, [small], wait_visible_s=30.0)

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
+from helpers.kafka_messages import record_value
 
 from onex_scaffold.devstack.stack import Stack
 from onex_scaffold.devstack.testing import StackAddresses
@@ -133,6 +134,10 @@ class BurstLog:
                 log.failed[int(item["seq"])] = str(item.get("error"))
         return log
 
+    def failure_summary(self) -> str:
+        """How many publishes failed, with the first three errors."""
+        return f"{len(self.failed)} publishes failed, e.g. {list(self.failed.items())[:3]}"
+
     def stall_after(self, moment: float) -> float | None:
         """Seconds from `moment` until the first publish that returned after it."""
         after = [t for t in self.delivered.values() if t >= moment]
@@ -156,25 +161,25 @@ def create_topic(addresses: StackAddresses, partitions: int = 1) -> str:
     return name
 
 
-def partition_leader(addresses: StackAddresses, topic: str, partition: int = 0) -> int | None:
+def _partition(addresses: StackAddresses, topic: str, partition: int) -> Any | None:
+    """The broker's metadata of one partition; None while no broker can answer it."""
     admin = AdminClient({"bootstrap.servers": addresses.kafka_bootstrap_servers})
     try:
         meta = admin.list_topics(topic, timeout=5).topics[topic]
     except KafkaException:  # a broker may be down right now: "no leader known"
         return None
-    part = meta.partitions.get(partition)
+    return meta.partitions.get(partition)
+
+
+def partition_leader(addresses: StackAddresses, topic: str, partition: int = 0) -> int | None:
+    part = _partition(addresses, topic, partition)
     if part is None or part.leader < 0:
         return None
     return int(part.leader)
 
 
 def in_sync_replicas(addresses: StackAddresses, topic: str, partition: int = 0) -> list[int]:
-    admin = AdminClient({"bootstrap.servers": addresses.kafka_bootstrap_servers})
-    try:
-        meta = admin.list_topics(topic, timeout=5).topics[topic]
-    except KafkaException:
-        return []
-    part = meta.partitions.get(partition)
+    part = _partition(addresses, topic, partition)
     return sorted(part.isrs) if part is not None else []
 
 
@@ -199,12 +204,9 @@ def read_topic(
         while sum(seqs.values()) < want and time.monotonic() < deadline:
             batch = consumer.consume(num_messages=1000, timeout=0.5)
             for message in batch:
-                error = message.error()
-                if error is not None:
-                    assert error.code() == KafkaError._PARTITION_EOF, error
+                value = record_value(message)
+                if value is None:
                     continue
-                value = message.value()
-                assert value is not None
                 envelope = json.loads(value)
                 seqs[int(envelope["payload"]["seq"])] += 1
                 ids[str(envelope["event_id"])] += 1

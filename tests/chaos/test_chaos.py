@@ -11,7 +11,8 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -49,39 +50,52 @@ def publisher_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return render_publisher(tmp_path_factory.mktemp("chaos"))
 
 
+@dataclass
+class Publishers:
+    """The publishing nodes one test starts on the cluster; the `publishers` fixture stops
+    them (by PID) whatever the outcome."""
+
+    project: Path
+    addresses: StackAddresses
+    log_dir: Path
+    started: list[NodeProcess] = field(default_factory=list)
+
+    def launch(self, **env: str) -> NodeProcess:
+        # Readiness follows the broker closely: probe Kafka every second, heartbeat every 2 s.
+        extra = {"KAFKA_PROBE_INTERVAL_S": "1", **env}
+        node = start_node(self.project, PUBLISHER, self.addresses, self.log_dir, extra_env=extra)
+        self.started.append(node)
+        return node
+
+    def registered(self, node: NodeProcess) -> bool:
+        ids = passing_ids(self.addresses.consul_url, PUBLISHER)
+        return ids is not None and node.service_id in ids
+
+    def wait_passing(
+        self, nodes: Iterable[NodeProcess], timeout_s: float, what: str = "passing"
+    ) -> None:
+        for node in nodes:
+            wait_until(f"{node.service_id} {what}", lambda n=node: self.registered(n), timeout_s)
+
+    def stop_all(self) -> None:
+        for node in self.started:
+            if node.process.poll() is None:
+                node.process.send_signal(signal.SIGTERM)
+        for node in self.started:
+            try:
+                node.process.wait(15)
+            except subprocess.TimeoutExpired:  # stuck in shutdown: kill it
+                node.process.kill()
+                node.process.wait(5)
+
+
 @pytest.fixture
-def nodes() -> Iterator[list[NodeProcess]]:
-    """Node processes a test started; stopped (by PID) whatever the outcome."""
-    started: list[NodeProcess] = []
-    yield started
-    for node in started:
-        if node.process.poll() is None:
-            node.process.send_signal(signal.SIGTERM)
-    for node in started:
-        try:
-            node.process.wait(15)
-        except subprocess.TimeoutExpired:  # stuck in shutdown: kill it
-            node.process.kill()
-            node.process.wait(5)
-
-
-def launch(
-    nodes: list[NodeProcess],
-    project: Path,
-    addresses: StackAddresses,
-    log_dir: Path,
-    **env: str,
-) -> NodeProcess:
-    # Readiness follows the broker closely: probe Kafka every second, heartbeat every 2 s.
-    extra = {"KAFKA_PROBE_INTERVAL_S": "1", **env}
-    node = start_node(project, PUBLISHER, addresses, log_dir, extra_env=extra)
-    nodes.append(node)
-    return node
-
-
-def registered(addresses: StackAddresses, node: NodeProcess) -> bool:
-    ids = passing_ids(addresses.consul_url, PUBLISHER)
-    return ids is not None and node.service_id in ids
+def publishers(
+    publisher_project: Path, addresses: StackAddresses, tmp_path: Path
+) -> Iterator[Publishers]:
+    nodes = Publishers(publisher_project, addresses, tmp_path)
+    yield nodes
+    nodes.stop_all()
 
 
 class HealthSampler:
@@ -114,21 +128,16 @@ class HealthSampler:
         return round(total, 2)
 
 
+@pytest.mark.usefixtures("members_back")
 def test_partition_leader_killed_while_a_node_publishes_10000_awaited_events(
-    members_back: Stack,
-    addresses: StackAddresses,
-    publisher_project: Path,
-    nodes: list[NodeProcess],
-    tmp_path: Path,
+    cluster: Stack, addresses: StackAddresses, publishers: Publishers, tmp_path: Path
 ) -> None:
-    cluster = members_back
     topic = create_topic(addresses)
     leader = partition_leader(addresses, topic)
     assert leader is not None
     burst = tmp_path / "burst.jsonl"
     started = time.time()
-    node = launch(
-        nodes, publisher_project, addresses, tmp_path,
+    node = publishers.launch(
         CHAOS_EVENTS=str(EVENTS), CHAOS_TOPIC=topic, CHAOS_LOG=str(burst),
         CHAOS_WINDOW="100", CHAOS_PAUSE_S="0.03",
     )  # fmt: skip
@@ -140,9 +149,7 @@ def test_partition_leader_killed_while_a_node_publishes_10000_awaited_events(
         new_leader = wait_until("a new leader", lambda: partition_leader(addresses, topic), 30)
         wait_until("the node ready again by itself", lambda: node_ready(node.port), 60, 0.5)
     log = BurstLog.read(burst)
-    assert not log.failed, (
-        f"{len(log.failed)} publishes failed, e.g. {list(log.failed.items())[:3]}"
-    )
+    assert not log.failed, log.failure_summary()
     assert sorted(log.delivered) == list(range(EVENTS))
     assert new_leader != leader
     seqs, ids = read_topic(addresses, topic, EVENTS, 120)
@@ -161,19 +168,14 @@ def test_partition_leader_killed_while_a_node_publishes_10000_awaited_events(
     }
 
 
+@pytest.mark.usefixtures("members_back")
 def test_all_brokers_restarted_one_after_another_while_nodes_publish_and_register(
-    members_back: Stack,
-    addresses: StackAddresses,
-    publisher_project: Path,
-    nodes: list[NodeProcess],
-    tmp_path: Path,
+    cluster: Stack, addresses: StackAddresses, publishers: Publishers, tmp_path: Path
 ) -> None:
-    cluster = members_back
     topic = create_topic(addresses, partitions=3)
     burst, stop_file = tmp_path / "burst.jsonl", tmp_path / "stop"
     # At most 20,000 events, 10 every 0.1 s, until the last broker is back.
-    launch(
-        nodes, publisher_project, addresses, tmp_path,
+    publishers.launch(
         CHAOS_EVENTS="20000", CHAOS_TOPIC=topic, CHAOS_LOG=str(burst),
         CHAOS_WINDOW="10", CHAOS_PAUSE_S="0.1", CHAOS_STOP_FILE=str(stop_file),
     )  # fmt: skip
@@ -193,18 +195,13 @@ def test_all_brokers_restarted_one_after_another_while_nodes_publish_and_registe
             )
         durations[f"kafka-{index}"] = round(time.monotonic() - began, 1)
         # A node starting now must be registered by the registry (over the same brokers).
-        joined.append(launch(nodes, publisher_project, addresses, tmp_path))
+        joined.append(publishers.launch())
     assert not BurstLog.read(burst).done, "the burst ended before the last restart"
     stop_file.touch()
     wait_until("the burst finished", lambda: BurstLog.read(burst).done, 120, 0.5)
-    for node in joined:
-        wait_until(
-            f"{node.service_id} passing in Consul", lambda n=node: registered(addresses, n), 60
-        )
+    publishers.wait_passing(joined, 60, "passing in Consul")
     log = BurstLog.read(burst)
-    assert not log.failed, (
-        f"{len(log.failed)} publishes failed, e.g. {list(log.failed.items())[:3]}"
-    )
+    assert not log.failed, log.failure_summary()
     count = len(log.delivered)
     assert sorted(log.delivered) == list(range(count))
     seqs, ids = read_topic(addresses, topic, count, 120)
@@ -221,28 +218,23 @@ def test_all_brokers_restarted_one_after_another_while_nodes_publish_and_registe
     }
 
 
+@pytest.mark.usefixtures("members_back")
 def test_consul_leader_killed_a_node_started_during_the_election_is_registered(
-    members_back: Stack,
-    addresses: StackAddresses,
-    publisher_project: Path,
-    nodes: list[NodeProcess],
-    tmp_path: Path,
+    cluster: Stack, addresses: StackAddresses, publishers: Publishers
 ) -> None:
-    cluster = members_back
-    before = [launch(nodes, publisher_project, addresses, tmp_path) for _ in range(2)]
-    for node in before:
-        wait_until(f"{node.service_id} passing", lambda n=node: registered(addresses, n), 90)
+    before = [publishers.launch() for _ in range(2)]
+    publishers.wait_passing(before, 90)
     leader = consul_leader_member(cluster)
     assert leader is not None, "no Consul leader before the kill"
     killed_at = time.monotonic()
     cluster.stop(leader, kill=True)
-    during = launch(nodes, publisher_project, addresses, tmp_path)
+    during = publishers.launch()
     new_leader = wait_until(
         "a new Consul leader", lambda: (m := consul_leader_member(cluster)) != leader and m, 60
     )
     elected_after = time.monotonic() - killed_at
     wait_until(
-        "the node started during the election passing", lambda: registered(addresses, during), 90
+        "the node started during the election passing", lambda: publishers.registered(during), 90
     )
     registered_after = time.monotonic() - killed_at
     ids = passing_ids(addresses.consul_url, PUBLISHER) or set()
@@ -256,17 +248,12 @@ def test_consul_leader_killed_a_node_started_during_the_election_is_registered(
     }
 
 
+@pytest.mark.usefixtures("members_back")
 def test_one_of_two_registries_killed_while_nodes_start_and_stop(
-    members_back: Stack,
-    addresses: StackAddresses,
-    publisher_project: Path,
-    nodes: list[NodeProcess],
-    tmp_path: Path,
+    cluster: Stack, addresses: StackAddresses, publishers: Publishers
 ) -> None:
-    cluster = members_back
-    steady, leaving = (launch(nodes, publisher_project, addresses, tmp_path) for _ in range(2))
-    for node in (steady, leaving):
-        wait_until(f"{node.service_id} passing", lambda n=node: registered(addresses, n), 90)
+    steady, leaving = (publishers.launch() for _ in range(2))
+    publishers.wait_passing((steady, leaving), 90)
     misses: list[float] = []
     stop = threading.Event()
 
@@ -283,11 +270,11 @@ def test_one_of_two_registries_killed_while_nodes_start_and_stop(
     watcher.start()
     try:
         cluster.stop("registry-1", kill=True)
-        arriving = launch(nodes, publisher_project, addresses, tmp_path)
+        arriving = publishers.launch()
         assert leaving.stop(signal.SIGTERM) == 0, leaving.log()
         began = time.monotonic()
         try:
-            wait_until("the new node passing", lambda: registered(addresses, arriving), 90)
+            wait_until("the new node passing", lambda: publishers.registered(arriving), 90)
         except AssertionError as error:
             survivor = {i.name: i.detail for i in cluster.status()}.get("registry-2")
             raise AssertionError(
@@ -337,10 +324,10 @@ def _assert_completed(requests: list[PipelineRequest], results: list[PipelineRes
         assert archive.tree_digest(Path(request.output_directory)) == result.completed.sha256
 
 
+@pytest.mark.usefixtures("members_back")
 def test_pipeline_completes_every_request_in_flight_while_a_broker_is_killed(
-    members_back: Stack, addresses: StackAddresses, tmp_path: Path
+    cluster: Stack, addresses: StackAddresses, tmp_path: Path
 ) -> None:
-    cluster = members_back
     status = {item.name: item for item in cluster.status()}
     silent = [n for n in PIPELINE_SERVICES if n not in status or not status[n].answering]
     if silent:

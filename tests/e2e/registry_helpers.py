@@ -24,7 +24,9 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from helpers import dev_root, free_port
 
+from onex_scaffold.devstack import procs
 from onex_scaffold.devstack.registry import REGISTRY_VAR
+from onex_scaffold.devstack.stack import Stack
 from onex_scaffold.devstack.state import parse_env
 from onex_scaffold.devstack.testing import StackAddresses
 
@@ -68,6 +70,24 @@ def wait_for(
 
 
 # -- Consul ----------------------------------------------------------------------------------
+
+
+def unready_reasons(registry: str, about: Callable[[str], bool]) -> str | None:
+    """The registry's /health reasons, joined, while it answers 503 with a reason ``about``
+    accepts; None while it answers 200, or 503 for other reasons only."""
+    try:
+        with urllib.request.urlopen(registry + "/health", timeout=2):
+            return None
+    except urllib.error.HTTPError as error:
+        reasons = json.loads(error.read())["reasons"]
+        return "; ".join(reasons) if any(about(r) for r in reasons) else None
+
+
+def stop_stack_service(dev: Stack, name: str) -> None:
+    """Stop the dev stack's ``name`` process, as a crash would (``dev.restart`` brings it back)."""
+    record = dev.store.load().services[name]
+    assert record.pid is not None and record.start_ticks is not None
+    procs.stop(procs.ProcessInfo(record.pid, record.start_ticks))
 
 
 class ConsulHttp:

@@ -40,11 +40,12 @@ from registry_helpers import (
     registry_url,
     say_goodbye,
     start_node,
+    stop_stack_service,
+    unready_reasons,
     wait_for,
 )
 
 from onex_scaffold import render_node
-from onex_scaffold.devstack import procs
 from onex_scaffold.devstack.registry import probe_registry
 from onex_scaffold.devstack.stack import Stack
 from onex_scaffold.devstack.testing import StackAddresses
@@ -502,25 +503,15 @@ def test_consul_down_nothing_is_dropped(
 ) -> None:
     """Announcements made while Consul is down are registered once it is back."""
     dev = Stack(dev_root())
-    record = dev.store.load().services["consul"]
-    assert record.pid is not None and record.start_ticks is not None
     prod = producer(stack)
     events = [fake_introspection("e2e-outage", f"i-{uuid.uuid4().hex[:8]}", None) for _ in range(5)]
     ids = {naming.consul_service_id(e.service_name, e.node_id) for e in events}
-    procs.stop(procs.ProcessInfo(record.pid, record.start_ticks))  # Consul is gone
+    stop_stack_service(dev, "consul")  # Consul is gone
     try:
         for event in events:
             announce(prod, event)
-
-        def not_ready() -> str | None:
-            try:
-                with urllib.request.urlopen(registry + "/health", timeout=2):
-                    return None
-            except urllib.error.HTTPError as error:
-                reasons = json.loads(error.read())["reasons"]
-                return "; ".join(reasons) if any("Consul" in r for r in reasons) else None
-
-        print(f"\nregistry while Consul is down: {wait_for('503', not_ready, 15)[:160]}")
+        reasons = wait_for("503", lambda: unready_reasons(registry, lambda r: "Consul" in r), 15)
+        print(f"\nregistry while Consul is down: {reasons[:160]}")
         time.sleep(2)  # a few failed attempts, backing off
     finally:
         dev.restart("consul")
@@ -544,20 +535,12 @@ def test_registry_keeps_working_across_a_kafka_restart(
 ) -> None:
     """Kafka gone: the registry says not ready (and keeps running); back: it works again."""
     dev = Stack(dev_root())
-    record = dev.store.load().services["kafka"]
-    assert record.pid is not None and record.start_ticks is not None
-    procs.stop(procs.ProcessInfo(record.pid, record.start_ticks))  # Kafka is gone
+    stop_stack_service(dev, "kafka")  # Kafka is gone
     try:
-
-        def not_ready() -> str | None:
-            try:
-                with urllib.request.urlopen(registry + "/health", timeout=2):
-                    return None
-            except urllib.error.HTTPError as error:
-                reasons = json.loads(error.read())["reasons"]
-                return "; ".join(reasons) if any("kafka" in r.lower() for r in reasons) else None
-
-        print(f"\nregistry while Kafka is down: {wait_for('503', not_ready, 60, 0.2)[:160]}")
+        reasons = wait_for(
+            "503", lambda: unready_reasons(registry, lambda r: "kafka" in r.lower()), 60, 0.2
+        )
+        print(f"\nregistry while Kafka is down: {reasons[:160]}")
     finally:
         dev.restart("kafka")
     prod = producer(stack)

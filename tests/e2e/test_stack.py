@@ -16,8 +16,9 @@ from pathlib import Path
 import asyncpg
 import consul
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from helpers.kafka_messages import record_value
 
 from onex_scaffold.devstack import procs
 from onex_scaffold.devstack.stack import Stack, StackOptions
@@ -32,15 +33,9 @@ def _consume(consumer: Consumer, want: int, limit_s: float) -> list[bytes]:
     deadline = time.monotonic() + limit_s
     while len(got) < want and time.monotonic() < deadline:
         message = consumer.poll(0.5)
-        if message is None:
-            continue
-        error = message.error()
-        if error is not None:
-            assert error.code() == KafkaError._PARTITION_EOF, error
-            continue
-        value = message.value()
-        assert value is not None
-        got.append(value)
+        value = None if message is None else record_value(message)
+        if value is not None:
+            got.append(value)
     return got
 
 

@@ -27,6 +27,7 @@ from onex_registry.consul_registry import (
     build_registration,
 )
 from onex_registry.runtime.events import ModelNodeIntrospectionEvent
+from registry_fakes import introspection
 
 DEFAULT = AddressPolicy.from_text("", DEFAULT_REFUSED_NETWORKS)
 
@@ -132,16 +133,7 @@ def test_bad_network_settings_name_the_variable() -> None:
 
 
 def event(**changes: Any) -> ModelNodeIntrospectionEvent:
-    base: dict[str, Any] = {
-        "node_id": uuid.uuid4(),
-        "node_name": "Writer",
-        "node_type": "effect",
-        "service_name": "writer",
-        "domain": "database",
-        "version": "0.1.0",
-        "instance_id": "i1",
-        "health_endpoint": "http://127.0.0.1:8001/health",
-    }
+    base = introspection("writer", node_id=uuid.uuid4(), node_name="Writer")
     base.update(changes)
     return ModelNodeIntrospectionEvent.model_validate(base)
 

@@ -20,24 +20,18 @@ from onex_registry.consul_registry import (
 from onex_registry.runtime import naming
 from onex_registry.runtime.events import ModelNodeCapabilities, ModelNodeIntrospectionEvent
 from pydantic import ValidationError
+from registry_fakes import introspection
 
 NODE_ID = naming.node_id_for("postgres-writer", "host-8001")
 
 
 def event(**changes: object) -> ModelNodeIntrospectionEvent:
-    base: dict[str, object] = {
-        "node_id": NODE_ID,
-        "node_name": "PostgresqlWriter",
-        "node_type": "effect",
-        "service_name": "postgres-writer",
-        "domain": "database",
-        "version": "0.1.0",
-        "instance_id": "host-8001",
-        "description": "Writes rows.",
-        "capabilities": ModelNodeCapabilities(actions=["write_row"], protocols=["kafka"]),
-        "tags": ["database", "postgres"],
-        "health_endpoint": "http://127.0.0.1:8001/health",
-    }
+    base = introspection(
+        instance="host-8001",
+        description="Writes rows.",
+        capabilities=ModelNodeCapabilities(actions=["write_row"], protocols=["kafka"]),
+        tags=["database", "postgres"],
+    )
     base.update(changes)
     return ModelNodeIntrospectionEvent.model_validate(base)
 
@@ -188,21 +182,9 @@ def test_node_id_is_stable_per_instance() -> None:
     assert isinstance(NODE_ID, uuid.UUID)
 
 
-def test_the_template_version_a_node_announces_goes_into_meta() -> None:
-    from onex_registry.consul_registry import RegistrySettings, build_registration
-    from onex_registry.runtime.events import ModelNodeIntrospectionEvent
-
-    event = ModelNodeIntrospectionEvent.model_validate(
-        {
-            "node_id": "6f1b1e0a-8a8e-5c4e-9d3a-0e5f1c2b7a90",
-            "node_name": "Writer",
-            "node_type": "effect",
-            "service_name": "writer",
-            "domain": "database",
-            "version": "0.1.0",
-            "instance_id": "i1",
-            "capabilities": {"metadata": {"template_version": "v0.3.0"}},
-        }
-    )
-    meta = build_registration(event, RegistrySettings(consul_http_addr="x:1")).meta
+def test_the_template_version_a_node_announces_goes_into_meta(
+    settings: RegistrySettings,
+) -> None:
+    announced = event(capabilities=ModelNodeCapabilities(metadata={"template_version": "v0.3.0"}))
+    meta = build_registration(announced, settings).meta
     assert meta["template_version"] == "v0.3.0"

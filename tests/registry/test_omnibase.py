@@ -12,10 +12,8 @@ from typing import Any
 import pytest
 from onex_registry import omnibase
 from onex_registry.admission import AdmissionError
-from onex_registry.consul_registry import RegistrySettings
 from onex_registry.discovery import DiscoveryConsumer
-from onex_registry.reconcile import Reconciler, RegistryView
-from test_discovery import Message, Publisher
+from registry_fakes import Message, dead_reasons
 
 NODE = "8f27fa8d-6592-4ffb-91fc-b3dd6529aef3"
 SEMVER = {"major": 1, "minor": 0, "patch": 0, "prerelease": None, "build": None}
@@ -146,24 +144,6 @@ def test_bad_omnibase_introspections_are_refused(changes: dict[str, Any], words:
         omnibase.map_introspection(omnibase.decode_envelope(raw), raw)
 
 
-@pytest.fixture
-async def consumer() -> DiscoveryConsumer:
-    settings = RegistrySettings(consul_http_addr="127.0.0.1:1")
-    view = RegistryView(settings)
-    discovery = DiscoveryConsumer(
-        kafka_config={},
-        environment="unit",
-        group_id="g",
-        settings=settings,
-        view=view,
-        reconciler=Reconciler(view, None, settings, clock=time.time),  # type: ignore[arg-type]
-        publisher=Publisher(),  # type: ignore[arg-type]
-        requested_by="onex-registry",
-    )
-    discovery.replayed.set()
-    return discovery
-
-
 def message(role: str, data: dict[str, Any], key: str = NODE) -> Message:
     return Message(omnibase.topics()[role], json.dumps(data).encode(), key.encode())
 
@@ -213,7 +193,7 @@ async def test_omnibase_records_get_the_same_checks(consumer: DiscoveryConsumer)
     await consumer._handle(message("introspection", taken))  # type: ignore[arg-type]
     forged = {"event_type": "node_shutdown_event", "node_id": NODE, "node_name": "node_x"}
     await consumer._handle(message("shutdown", wrap(forged)))  # type: ignore[arg-type]
-    errors = [d["error"] for d in consumer._publisher.dead]  # type: ignore[attr-defined]
+    errors = dead_reasons(consumer)
     assert len(errors) == 6, errors
     for words, error in zip(
         [
@@ -233,4 +213,4 @@ async def test_omnibase_records_get_the_same_checks(consumer: DiscoveryConsumer)
 
 async def test_garbage_on_an_omnibase_topic_is_dead_lettered(consumer: DiscoveryConsumer) -> None:
     await consumer._handle(Message(omnibase.topics()["introspection"], b"{nope", b"k"))  # type: ignore[arg-type]
-    assert "not an omnibase_core envelope" in consumer._publisher.dead[0]["error"]  # type: ignore[attr-defined]
+    assert "not an omnibase_core envelope" in dead_reasons(consumer)[0]

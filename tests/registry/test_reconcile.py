@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from onex_registry.consul_registry import (
@@ -15,8 +16,8 @@ from onex_registry.consul_registry import (
     build_registration,
 )
 from onex_registry.reconcile import Reconciler, RegistryView, retry_delay
-from onex_registry.runtime import naming
 from onex_registry.runtime.events import ModelNodeIntrospectionEvent
+from registry_fakes import introspection
 
 SETTINGS = RegistrySettings(node_ttl_s=60, retry_base_s=1, retry_max_s=8, consul_http_addr="x:1")
 
@@ -24,17 +25,7 @@ SETTINGS = RegistrySettings(node_ttl_s=60, retry_base_s=1, retry_max_s=8, consul
 def registration(
     service: str = "postgres-writer", instance: str = "i1", **changes: object
 ) -> Registration:
-    data: dict[str, object] = {
-        "node_id": naming.node_id_for(service, instance),
-        "node_name": "PostgresqlWriter",
-        "node_type": "effect",
-        "service_name": service,
-        "domain": "database",
-        "version": "0.1.0",
-        "instance_id": instance,
-        "health_endpoint": "http://127.0.0.1:8001/health",
-    }
-    data.update(changes)
+    data = introspection(service, instance, **changes)
     return build_registration(ModelNodeIntrospectionEvent.model_validate(data), SETTINGS)
 
 
@@ -241,6 +232,18 @@ async def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> N
     raise AssertionError("condition not reached in time")
 
 
+@contextlib.asynccontextmanager
+async def running(reconciler: Reconciler) -> AsyncIterator[None]:
+    """The reconciler's loop runs inside the block; it is cancelled (and must end so) after."""
+    task = asyncio.create_task(reconciler.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
 async def test_reconciler_retries_until_consul_answers_and_drops_nothing() -> None:
     settings = RegistrySettings(
         reconcile_interval_s=0.05,
@@ -256,8 +259,7 @@ async def test_reconciler_retries_until_consul_answers_and_drops_nothing() -> No
     regs = [registration(instance=f"i{i}") for i in range(150)]  # more than one KV batch
     for reg in regs:
         view.introspection(reg, 1, loop.time())
-    task = asyncio.create_task(reconciler.run())
-    try:
+    async with running(reconciler):
         await wait_until(lambda: len(agent.services) == len(regs))
         assert set(agent.services) == {r.service_id for r in regs}
         assert set(agent.kv) == {r.kv_key for r in regs}
@@ -271,10 +273,6 @@ async def test_reconciler_retries_until_consul_answers_and_drops_nothing() -> No
         await wait_until(
             lambda: not (regs[0].service_id in agent.services or regs[0].kv_key in agent.kv)
         )
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
 
 
 def test_registered_before_health_answers_is_probed_until_passing() -> None:
@@ -364,8 +362,7 @@ async def test_a_record_consul_refuses_is_isolated_and_dead_lettered() -> None:
     reconciler.on_refused = on_refused
     for reg in regs:
         view.introspection(reg, 1, loop.time())
-    task = asyncio.create_task(reconciler.run())
-    try:
+    async with running(reconciler):
         others = {r.service_id for r in regs} - {regs[2].service_id}
         await wait_until(lambda: set(agent.services) == others)
         assert refused and refused[0][0] == regs[2].node_id and "413" in refused[0][1]
@@ -373,10 +370,6 @@ async def test_a_record_consul_refuses_is_isolated_and_dead_lettered() -> None:
         assert reconciler.stats.refused == 1
         await asyncio.sleep(0.2)
         assert len(refused) == 1  # set aside once, not retried forever
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
 
 
 def test_silent_records_expire_and_their_binding_is_freed() -> None:

@@ -28,9 +28,15 @@ OWNER_MODULES = (
     "admission.py",
     "consul_registry.py",
     "discovery.py",
+    "discovery_records.py",
+    "host_resolver.py",
     "omnibase.py",
+    "reannounce.py",
     "reconcile.py",
+    "record_decoding.py",
+    "registry_view.py",
     "service.py",
+    "topic_setup.py",
 )
 NODES = _rerender.node_folders(REPO_ROOT)
 
@@ -116,7 +122,7 @@ def test_rerender_keeps_owner_files_and_dependency_lines(template: Path, tmp_pat
     after = _rerender.files(node)
     assert (node / "start_node.py").read_text() != "# edited by hand\n"
     assert '"owner-only-dep>=1"' in pyproject.read_text()
-    for rel in ("onex_registry/handlers.py", "onex_registry/discovery.py"):
+    for rel in ("onex_registry/handlers.py", *(f"onex_registry/{m}" for m in OWNER_MODULES)):
         assert after[rel].read_bytes() == before[rel], rel
     answers = yaml.safe_load((node / ".copier-answers.yml").read_text())
     assert answers["_src_path"] == published_source()  # not the clone it was rendered from

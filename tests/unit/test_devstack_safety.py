@@ -48,14 +48,21 @@ def _service_as_root() -> PostgresService:
     return service
 
 
+def _private_project(tmp_path: Path) -> tuple[Path, Path]:
+    """A project folder only its owner may enter (the postgres user cannot, so the cluster
+    goes to the temp dir), and its empty `.onex-dev`."""
+    project = tmp_path / "project"
+    project.mkdir(mode=0o700)
+    dev_dir = project / ".onex-dev"
+    dev_dir.mkdir()
+    return project, dev_dir
+
+
 def test_postgres_folder_is_private_unpredictable_and_ignores_a_planted_link(
     tmp_path: Path,
 ) -> None:
     service = _service_as_root()
-    project = tmp_path / "project"
-    project.mkdir(mode=0o700)  # the postgres user cannot enter: the cluster goes to /tmp
-    dev_dir = project / ".onex-dev"
-    dev_dir.mkdir()
+    project, dev_dir = _private_project(tmp_path)
     victim, before = _victim(tmp_path)
     # The name the stack used to choose: sha256 of the folder. Plant it first.
     digest = hashlib.sha256(str(dev_dir).encode()).hexdigest()[:12]
@@ -84,10 +91,7 @@ def test_postgres_folder_is_private_unpredictable_and_ignores_a_planted_link(
 
 def test_a_link_swapped_into_onex_dev_is_dropped_not_followed(tmp_path: Path) -> None:
     service = _service_as_root()
-    project = tmp_path / "project"
-    project.mkdir(mode=0o700)
-    dev_dir = project / ".onex-dev"
-    dev_dir.mkdir()
+    project, dev_dir = _private_project(tmp_path)
     victim, before = _victim(tmp_path)
     # Our temp folder was cleaned away and the link now leads to someone else's folder.
     (dev_dir / "postgres").symlink_to(victim, target_is_directory=True)
@@ -103,10 +107,7 @@ def test_a_link_swapped_into_onex_dev_is_dropped_not_followed(tmp_path: Path) ->
 
 def test_recorded_folder_replaced_by_a_link_is_not_reused(tmp_path: Path) -> None:
     service = _service_as_root()
-    project = tmp_path / "project"
-    project.mkdir(mode=0o700)
-    dev_dir = project / ".onex-dev"
-    dev_dir.mkdir()
+    project, dev_dir = _private_project(tmp_path)
     home = service._home(dev_dir)
     victim, before = _victim(tmp_path)
     # Someone deletes our folder and puts a link with the same (now known) name in its place.

@@ -351,3 +351,31 @@ def check_clock(sent_at: float, now: float, max_skew_s: float, what: str) -> Non
             f"{what} is dated {sent_at - now:.0f}s in the future; the accepted clock skew is "
             f"{max_skew_s:.0f}s (REGISTRY_MAX_CLOCK_SKEW_S); fix the sender's clock"
         )
+
+
+# ---------------------------------------------------------------------------
+# Keys and bindings
+# ---------------------------------------------------------------------------
+
+
+def check_key(key: str | None, node_id: str) -> None:
+    """Refuse a record whose key (as text) is not the node_id its payload is about."""
+    if key != node_id:
+        raise AdmissionError(
+            f"record key {(key or '')[:80]!r} differs from the payload's node_id {node_id}; "
+            "discovery records are keyed by the node_id they are about"
+        )
+
+
+def check_binding(
+    binding: tuple[str, str, str | None], service_name: str, instance_id: str | None, what: str
+) -> None:
+    """Refuse a heartbeat or shutdown (``what``) naming another service or instance than
+    the node_id is registered as (``instance_id`` None: the sender's format has none)."""
+    bound_service, bound_instance, _ = binding
+    if service_name != bound_service or (instance_id is not None and instance_id != bound_instance):
+        raise AdmissionError(
+            f"{what} names service {service_name[:80]!r} instance {str(instance_id)[:80]!r}, "
+            f"but the node_id is registered as service {bound_service!r} instance "
+            f"{bound_instance!r}; a {what} must match the node's registration"
+        )

@@ -4,8 +4,11 @@ This file is the owner's (``copier update`` never rewrites it). The registry's
 work lives in the modules beside it:
 
 - ``discovery.py``: reads introspection (compacted topic, from the beginning),
-  heartbeat and shutdown events into the view; dead-letters bad records;
-- ``reconcile.py``: the view and the loop that makes the Consul agent match it;
+  heartbeat and shutdown events off the bus (``topic_setup.py`` creates the topics);
+- ``discovery_records.py``: checks each record (``admission.py``, ``record_decoding.py``,
+  ``host_resolver.py``, ``reannounce.py``) and applies it to the view; dead-letters bad ones;
+- ``registry_view.py``: the view, which nodes should be in Consul;
+- ``reconcile.py``: the loop that makes the Consul agent match the view;
 - ``consul_registry.py``: introspection event -> Consul registration, py-consul client;
 - ``service.py``: starts and stops the above inside the node.
 

@@ -1,8 +1,8 @@
 """What a service of the stack is, and the context it starts in.
 
 To add a service (the registry, for example): subclass `Service`, implement `prepare`, `plan`
-and `probe`, and add it in `stack.build_services`. Services start in list order and each sees
-the variables of the ones before it in `StartContext.env`.
+and `probe`, and add it in `options.SERVICE_ORDER` and `factory.ServiceFactory.build`. Services
+start in list order and each sees the variables of the ones before it in `StartContext.env`.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import ClassVar
 
@@ -118,6 +118,20 @@ def binary_version(binary: Path) -> str:
     return match.group(1) if match else "unknown"
 
 
+def _loopback_agent_flags(ports: Mapping[str, int]) -> list[str]:
+    """What every agent of the stack shares: loopback only, no DNS or gRPC listeners, and its
+    own HTTP, Serf and server ports (several stacks can run side by side)."""
+    return [
+        "-bind", "127.0.0.1", "-client", "127.0.0.1",
+        "-http-port", str(ports["http"]), "-dns-port", "-1",
+        "-grpc-port", "-1", "-grpc-tls-port", "-1",
+        "-log-level", "info",
+        "-serf-lan-port", str(ports["serf_lan"]),
+        "-serf-wan-port", str(ports["serf_wan"]),
+        "-server-port", str(ports["server"]),
+    ]  # fmt: skip
+
+
 class ConsulService(Service):
     """`consul agent -dev` on loopback; in memory, so it forgets everything when it stops."""
 
@@ -162,13 +176,7 @@ class ConsulService(Service):
         return LaunchPlan(
             argv=[
                 str(self._binary), "agent", "-dev", "-ui", "-node", "onex-dev",
-                "-bind", "127.0.0.1", "-client", "127.0.0.1",
-                "-http-port", str(ports["http"]), "-dns-port", "-1",
-                "-grpc-port", "-1", "-grpc-tls-port", "-1",
-                "-log-level", "info",
-                "-serf-lan-port", str(ports["serf_lan"]),
-                "-serf-wan-port", str(ports["serf_wan"]),
-                "-server-port", str(ports["server"]),
+                *_loopback_agent_flags(ports),
                 # Never call home for update checks: loopback only.
                 "-hcl", "disable_update_check = true",
             ],
@@ -195,13 +203,7 @@ class ConsulService(Service):
         argv = [
             str(self._binary), "agent", "-node", f"onex-dev-{member}",
             "-data-dir", str(data),
-            "-bind", "127.0.0.1", "-client", "127.0.0.1",
-            "-http-port", str(ports["http"]), "-dns-port", "-1",
-            "-grpc-port", "-1", "-grpc-tls-port", "-1",
-            "-log-level", "info",
-            "-serf-lan-port", str(ports["serf_lan"]),
-            "-serf-wan-port", str(ports["serf_wan"]),
-            "-server-port", str(ports["server"]),
+            *_loopback_agent_flags(ports),
             *joins,
             "-retry-interval", "1s",
             "-hcl", "disable_update_check = true",

@@ -16,17 +16,29 @@ Idempotent and stdlib-only. Exits 0 unless the project folder is unreadable.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import sys
 from pathlib import Path
+from types import ModuleType
 
 ENV_TEMPLATE = ".env.template"
 ENV_FILE = ".env"
 _ASSIGNMENT = re.compile(r"^\s*#?\s*(?:export\s+)?([A-Z][A-Z0-9_]*)=(.*)$")
 _ACTIVE_ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?([A-Z][A-Z0-9_]*)=")
-_CONFLICT_MARKERS = (b"<<<<<<< before updating", b">>>>>>> after updating")
 _SKIP_DIRS = {".git", ".venv", "venv", "node_modules", "__pycache__", ".mypy_cache", ".nox"}
+
+
+def _conflict_rule() -> ModuleType:
+    """``conflicts.py`` from beside this file: the conflict rule onex_scaffold uses too."""
+    path = Path(__file__).resolve().with_name("conflicts.py")
+    spec = importlib.util.spec_from_file_location("onex_template_conflicts", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def template_variables(template: str) -> dict[str, str]:
@@ -67,6 +79,7 @@ def sync_env(project: Path, version_to: str) -> list[str]:
 
 def leftovers(project: Path) -> tuple[list[Path], list[Path]]:
     """(files with unresolved update conflict markers, ``*.rej`` files)."""
+    has_conflict_markers = _conflict_rule().has_conflict_markers
     conflicted: list[Path] = []
     rejects: list[Path] = []
     for root, dirs, files in os.walk(project):
@@ -77,9 +90,8 @@ def leftovers(project: Path) -> tuple[list[Path], list[Path]]:
                 rejects.append(path.relative_to(project))
                 continue
             try:
-                with path.open("rb") as handle:
-                    if any(line.rstrip() in _CONFLICT_MARKERS for line in handle):
-                        conflicted.append(path.relative_to(project))
+                if has_conflict_markers(path.read_bytes()):
+                    conflicted.append(path.relative_to(project))
             except OSError:
                 continue
     return sorted(conflicted), sorted(rejects)
@@ -98,7 +110,7 @@ def main(argv: list[str]) -> int:
     conflicted, rejects = leftovers(project)
     for path in conflicted:
         print(
-            f"  CONFLICT {path}: resolve the '<<<<<<< before updating' blocks, then git add it",
+            f"  CONFLICT {path}: resolve the '<<<<<<<' ... '>>>>>>>' blocks, then git add it",
             file=sys.stderr,
         )
     for path in rejects:

@@ -1,30 +1,31 @@
 """What an update can leave behind: conflict markers, ``.rej`` files, unmerged paths.
 
-One rule for conflict markers, used by Stage 4.5's update gate and :func:`leftovers`: a file
-holds an unresolved conflict when it has both a line opening one (``<<<<<<< ``) and a line
-closing one (``>>>>>>> ``). A lone ``=======`` (Markdown underline) or a single marker in
-prose is not a conflict.
+One rule for conflict markers, used by Stage 4.5's update gate, :func:`leftovers` and the
+template's update migration: a file holds an unresolved conflict when it has both a line
+opening one (``<<<<<<< ``) and a line closing one (``>>>>>>> ``). A lone ``=======``
+(Markdown underline) or a single marker in prose is not a conflict.
+
+The rule lives in the template's ``extensions/conflicts.py`` (stdlib-only), not here: the
+migration runs inside plain ``copier update``, where this package may not be installed,
+and the wheel ships ``extensions/`` with the template, so this module loads that file.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
-from typing import Final
 
 from onex_scaffold._files import relative_files
 from onex_scaffold._git import run_git
+from onex_scaffold._template import load_extension_module
 
 __all__ = ["has_conflict_markers", "leftovers"]
 
-_OPENING: Final = re.compile(rb"^<{7}(?: |$)", re.MULTILINE)
-_CLOSING: Final = re.compile(rb"^>{7}(?: |$)", re.MULTILINE)
-
 
 def has_conflict_markers(data: bytes) -> bool:
-    """Whether ``data`` (a file's bytes) holds an unresolved merge conflict."""
-    return bool(_OPENING.search(data) and _CLOSING.search(data))
+    """Whether ``data`` (a file's bytes) holds an unresolved merge conflict
+    (the rule of ``extensions/conflicts.py``)."""
+    return bool(load_extension_module("conflicts").has_conflict_markers(data))
 
 
 def leftovers(project: str | os.PathLike[str]) -> list[str]:

@@ -12,8 +12,11 @@ OnexError                      exit 1 (base; the CLI prints the message, never a
 ├── SnapshotError              the template cache could not be written
 ├── StageFailed                a Stage 4.5 run failed (``stage`` holds the gates)
 ├── GitError                   git failed (``onex_scaffold._git``)
-├── PipelineUnavailable        the pipeline's broker did not answer (pipeline client)
-├── PipelineTimeout            no end event in time (pipeline client)
+├── PipelineError              the pipeline could not take or finish a request
+│   ├── PipelineUnavailable    its broker did not answer (``onex_scaffold.pipeline.errors``)
+│   ├── PipelineRequestFailed  the request ended failed (exit 2 when the PRD was refused)
+│   └── SelfRegenerationError  regenerate-self cannot start (no PRDs, no broker)
+├── PipelineTimeout            no end event in time (``onex_scaffold.pipeline.errors``)
 └── DevStackError              the dev stack (``onex_scaffold.devstack.errors``)
 ```
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -55,6 +55,22 @@ def _template_src(template: str | os.PathLike[str] | None) -> str:
     return src
 
 
+def _run_copier(
+    run: Callable[..., Any], *args: Any, failed: Callable[[Exception], str], **options: Any
+) -> None:
+    """``copier.run_copy`` / ``run_update`` as every copy is made: no prompts, trusted
+    extensions; an answer the template refused becomes ``AnswerError``, any other failure
+    ``RenderError`` with the message ``failed`` makes."""
+    try:
+        run(*args, defaults=True, unsafe=True, **options)
+    except ValueError as error:
+        raise AnswerError(str(error)) from error
+    except RenderError:
+        raise
+    except Exception as error:
+        raise RenderError(failed(error)) from error
+
+
 def render_node(
     dst: str | os.PathLike[str],
     data: Mapping[str, Any],
@@ -73,23 +89,14 @@ def render_node(
     from copier import run_copy
 
     destination = Path(dst).expanduser().resolve()
-    try:
-        run_copy(
-            _template_src(template),
-            destination,
-            data=dict(data),
-            vcs_ref=vcs_ref,
-            defaults=True,
-            unsafe=True,
-            quiet=quiet,
-            overwrite=overwrite,
-        )
-    except ValueError as error:
-        raise AnswerError(str(error)) from error
-    except RenderError:
-        raise
-    except Exception as error:
-        raise RenderError(f"copier copy into {destination} failed: {error}") from error
+    _run_copier(
+        lambda **options: run_copy(_template_src(template), destination, **options),
+        data=dict(data),
+        vcs_ref=vcs_ref,
+        quiet=quiet,
+        overwrite=overwrite,
+        failed=lambda error: f"copier copy into {destination} failed: {error}",
+    )
     return RenderedNode(destination, read_answers(destination))
 
 
@@ -108,24 +115,19 @@ def update_node(
     from copier import run_update
 
     path = Path(project).expanduser().resolve()
-    try:
-        run_update(
-            path,
-            data=dict(data or {}),
-            vcs_ref=vcs_ref,
-            overwrite=True,
-            conflict=conflict,
-            defaults=True,
-            unsafe=True,
-            quiet=quiet,
-        )
-    except ValueError as error:
-        raise AnswerError(str(error)) from error
-    except Exception as error:
-        raise RenderError(
+    _run_copier(
+        run_update,
+        path,
+        data=dict(data or {}),
+        vcs_ref=vcs_ref,
+        quiet=quiet,
+        overwrite=True,
+        conflict=conflict,
+        failed=lambda error: (
             f"copier update of {path} failed: {error}. It needs a git repository with "
             "everything committed (untracked files count as changes)."
-        ) from error
+        ),
+    )
     return RenderedNode(path, read_answers(path))
 
 

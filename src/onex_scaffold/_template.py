@@ -170,17 +170,29 @@ def load_runtime_module(name: str) -> ModuleType:
 
     Only stdlib-only runtime modules (``naming``) are meant to be loaded this way.
     """
-    package = "onex_scaffold._runtime"
+    return _load_template_module("onex_scaffold._runtime", RUNTIME_DIR_IN_TEMPLATE, name)
+
+
+def load_extension_module(name: str) -> ModuleType:
+    """Import the template's ``extensions/<name>.py`` as ``onex_scaffold._extensions.<name>``.
+
+    For stdlib-only rules the template's own scripts share with this package (``conflicts``):
+    the scripts run where this package may not be installed, so the file lives there.
+    """
+    return _load_template_module("onex_scaffold._extensions", Path("extensions"), name)
+
+
+def _load_template_module(package: str, folder: Path, name: str) -> ModuleType:
     if package not in sys.modules:
         spec = importlib.util.spec_from_loader(package, loader=None, is_package=True)
         assert spec is not None
         module = importlib.util.module_from_spec(spec)
-        module.__path__ = [str(template_root() / RUNTIME_DIR_IN_TEMPLATE)]
+        module.__path__ = [str(template_root() / folder)]
         sys.modules[package] = module
     qualified = f"{package}.{name}"
     if qualified in sys.modules:
         return sys.modules[qualified]
-    path = template_root() / RUNTIME_DIR_IN_TEMPLATE / f"{name}.py"
+    path = template_root() / folder / f"{name}.py"
     spec = importlib.util.spec_from_file_location(qualified, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}")

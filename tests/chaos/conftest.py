@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from chaos_helpers import REPORT
 
 from onex_scaffold.devstack import procs
 from onex_scaffold.devstack.layout import service_of
@@ -25,13 +25,6 @@ from onex_scaffold.devstack.stack import Stack
 from onex_scaffold.devstack.testing import StackAddresses, StackUnavailable, read_stack_addresses
 
 CHAOS_DIR = Path(__file__).resolve().parent
-E2E_DIR = CHAOS_DIR.parent / "e2e"
-if str(E2E_DIR) not in sys.path:
-    sys.path.insert(0, str(E2E_DIR))  # registry_helpers: node processes on the live stack
-if str(CHAOS_DIR) not in sys.path:
-    sys.path.insert(0, str(CHAOS_DIR))
-
-from chaos_helpers import REPORT  # noqa: E402
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -32,7 +32,7 @@ from chaos_helpers import (
     replication_of,
     wait_until,
 )
-from registry_helpers import NodeProcess, start_node
+from e2e.registry_helpers import NodeProcess, start_node
 
 from onex_scaffold.devstack.pipeline import PIPELINE_SERVICES
 from onex_scaffold.devstack.stack import Stack

@@ -53,12 +53,22 @@ PARSED: dict[str, dict[str, Any]] = {
 
 @pytest.fixture(scope="module")
 def pipeline(stack: StackAddresses) -> StackAddresses:
-    """The stack with every stage node answering."""
-    status = {s.name: s for s in Stack(dev_root()).status()}
-    silent = [n for n in PIPELINE_SERVICES if n not in status or not status[n].answering]
-    if silent:
-        unavailable(f"pipeline stages not answering: {', '.join(silent)} (`onex-node dev up`)")
-    return stack
+    """The stack with every stage node answering.
+
+    A stage that is running but not ready yet (its consumer still rejoining after a broker
+    restart by an earlier test, say) gets up to a minute; a stage that is not running at all
+    is reported at once.
+    """
+    deadline = time.monotonic() + 60.0
+    while True:
+        status = {s.name: s for s in Stack(dev_root()).status()}
+        missing = [n for n in PIPELINE_SERVICES if n not in status or not status[n].running]
+        silent = [n for n in PIPELINE_SERVICES if n not in status or not status[n].answering]
+        if not silent:
+            return stack
+        if missing or time.monotonic() > deadline:
+            unavailable(f"pipeline stages not answering: {', '.join(silent)} (`onex-node dev up`)")
+        time.sleep(1.0)
 
 
 async def _requests(

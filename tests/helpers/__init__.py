@@ -9,14 +9,24 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
 from onex_scaffold._git import run_git
 
-__all__ = ["REPO_ROOT", "dev_root", "e2e_required", "free_port", "git", "unavailable"]
+__all__ = [
+    "REPO_ROOT",
+    "dev_root",
+    "e2e_required",
+    "free_port",
+    "git",
+    "run_python",
+    "unavailable",
+]
 
 #: The checkout this test suite belongs to.
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -31,6 +41,21 @@ def git(cwd: Path, *args: str) -> str:
         f"{result.stdout}\n{result.stderr}"
     )
     return result.stdout
+
+
+def run_python(
+    *args: str | os.PathLike[str], timeout: float = 300, **options: Any
+) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` with this interpreter (``-m copier ...``, ``-m onex_scaffold.cli ...``),
+    as a user runs it: its output captured as text, its exit code left to the caller."""
+    return subprocess.run(
+        [sys.executable, *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+        **options,
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:

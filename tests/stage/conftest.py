@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _stage_helpers import copy_template
+from helpers.stage import copy_template
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from _stage_helpers import leftovers_beside, tree_hashes
+from helpers.stage import leftovers_beside, tree_hashes
 
 import onex_scaffold
 from onex_scaffold.stage import (
@@ -190,17 +190,21 @@ async def test_missing_template_fails_with_a_clear_error(
     assert leftovers_beside(out) == []
 
 
+async def refused_http_port(
+    parsed_data: dict[str, Any], out: Path, template: Path, port: int
+) -> PipelineStage:
+    """Stage 4.5 into ``out`` with an ``http_port`` the template refuses (below 1024)."""
+    stage, _ = await stage_4_5_event_bus_integration(
+        {}, parsed_data, output_directory=out, template=template, extra_answers={"http_port": port}
+    )
+    return stage
+
+
 async def test_answers_refused_by_the_template_fail_the_render_gate(
     template_repo: Path, parsed_data: dict[str, Any], tmp_path: Path
 ):
     out = tmp_path / "n"
-    stage, _ = await stage_4_5_event_bus_integration(
-        {},
-        parsed_data,
-        output_directory=out,
-        template=template_repo,
-        extra_answers={"http_port": 80},
-    )
+    stage = await refused_http_port(parsed_data, out, template_repo, port=80)
     assert stage.status == "failed"
     assert [g.name for g in stage.failed_gates] == ["template_render"]
     assert "http_port" in (stage.error or "")
@@ -255,13 +259,7 @@ async def test_missing_parent_folders_are_created_and_removed_on_failure(
     template_repo: Path, parsed_data: dict[str, Any], tmp_path: Path
 ):
     out = tmp_path / "a" / "b" / "node"
-    stage, _ = await stage_4_5_event_bus_integration(
-        {},
-        parsed_data,
-        output_directory=out,
-        template=template_repo,
-        extra_answers={"http_port": 1},
-    )
+    stage = await refused_http_port(parsed_data, out, template_repo, port=1)
     assert stage.status == "failed"
     assert not (tmp_path / "a").exists()
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _stage_helpers import leftovers_beside, tree_hashes
+from helpers.stage import leftovers_beside, tree_hashes
 
 from onex_scaffold import generate_nodes
 

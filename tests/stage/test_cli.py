@@ -5,28 +5,23 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
-from _stage_helpers import tree_hashes
+from helpers import run_python
+from helpers.stage import tree_hashes
 
 import onex_scaffold
 
 SRC = str(Path(onex_scaffold.__file__).resolve().parents[1])
 
 
-def onex_node(*args: str | Path) -> subprocess.CompletedProcess[str]:
+def onex_node(prd: Path, out: Path, *options: str | Path) -> subprocess.CompletedProcess[str]:
+    """``onex-node generate --prd PRD --out OUT OPTIONS...`` as a user runs it."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run(
-        [sys.executable, "-m", "onex_scaffold.cli", "generate", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
+    args = ("generate", "--prd", prd, "--out", out, *options)
+    return run_python("-m", "onex_scaffold.cli", *args, env=env)
 
 
 def test_generate_from_json_then_rerun(
@@ -36,7 +31,7 @@ def test_generate_from_json_then_rerun(
     prd.write_text(json.dumps(parsed_data))
     out = tmp_path / "writer"
 
-    first = onex_node("--prd", prd, "--out", out, "--template", template_repo)
+    first = onex_node(prd, out, "--template", template_repo)
 
     assert first.returncode == 0, first.stderr
     assert first.stdout.startswith("NodePostgresWriterEffect generated (")
@@ -45,7 +40,7 @@ def test_generate_from_json_then_rerun(
     assert (out / "postgres_writer" / "node.py").is_file()
     before = tree_hashes(out)
 
-    second = onex_node("--prd", prd, "--out", out, "--template", template_repo)
+    second = onex_node(prd, out, "--template", template_repo)
     assert second.returncode == 0, second.stderr
     assert "NodePostgresWriterEffect unchanged" in second.stdout
     assert tree_hashes(out) == before
@@ -58,19 +53,8 @@ def test_yaml_input_node_name_and_json_output(
     prd.write_text(yaml.safe_dump(parsed_data))
     out = tmp_path / "writer"
 
-    done = onex_node(
-        "--prd",
-        prd,
-        "--out",
-        out,
-        "--template",
-        template_repo,
-        "--vcs-ref",
-        "1.0.0",
-        "--node-name",
-        "NodePostgresqlWriterEffect",
-        "--json",
-    )
+    name = ("--node-name", "NodePostgresqlWriterEffect")
+    done = onex_node(prd, out, "--template", template_repo, "--vcs-ref", "1.0.0", *name, "--json")
 
     assert done.returncode == 0, done.stderr
     stage = json.loads(done.stdout)
@@ -86,17 +70,7 @@ def test_yaml_input_node_name_and_json_output(
     ) == 1
 
     # an update runs the template's migrations; whatever they print stays off stdout
-    again = onex_node(
-        "--prd",
-        prd,
-        "--out",
-        out,
-        "--template",
-        template_repo,
-        "--json",
-        "--node-name",
-        "NodePostgresqlWriterEffect",
-    )
+    again = onex_node(prd, out, "--template", template_repo, "--json", *name)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["metadata"]["mode"] == "update"
 
@@ -113,7 +87,7 @@ def test_wrapped_pipeline_dump_is_accepted(
             }
         )
     )
-    done = onex_node("--prd", prd, "--out", tmp_path / "n", "--template", template_repo)
+    done = onex_node(prd, tmp_path / "n", "--template", template_repo)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("NodeRowWriterEffect generated")
 
@@ -127,7 +101,7 @@ def test_invalid_input_exits_2_one_line_per_problem(template_repo: Path, tmp_pat
     )
     out = tmp_path / "n"
 
-    done = onex_node("--prd", prd, "--out", out, "--template", template_repo)
+    done = onex_node(prd, out, "--template", template_repo)
 
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
@@ -142,19 +116,19 @@ def test_invalid_input_exits_2_one_line_per_problem(template_repo: Path, tmp_pat
 
 
 def test_unreadable_or_malformed_prd_exits_2(tmp_path: Path):
-    missing = onex_node("--prd", tmp_path / "nope.json", "--out", tmp_path / "n")
+    missing = onex_node(tmp_path / "nope.json", tmp_path / "n")
     assert missing.returncode == 2
     assert "cannot read" in missing.stderr and "Traceback" not in missing.stderr
 
     broken = tmp_path / "broken.yaml"
     broken.write_text("key: [unclosed\n  - : :")
-    malformed = onex_node("--prd", broken, "--out", tmp_path / "n")
+    malformed = onex_node(broken, tmp_path / "n")
     assert malformed.returncode == 2
     assert "neither JSON nor YAML" in malformed.stderr and "Traceback" not in malformed.stderr
 
     evil = tmp_path / "evil.yaml"
     evil.write_text("!!python/object/apply:os.system ['touch pwned']\n")
-    refused = onex_node("--prd", evil, "--out", tmp_path / "n")
+    refused = onex_node(evil, tmp_path / "n")
     assert refused.returncode == 2
     assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
 
@@ -166,7 +140,7 @@ def test_other_failures_exit_1(template_repo: Path, parsed_data: dict[str, Any],
     out.mkdir()
     (out / "file.txt").write_text("someone else's")
 
-    done = onex_node("--prd", prd, "--out", out, "--template", template_repo)
+    done = onex_node(prd, out, "--template", template_repo)
 
     assert done.returncode == 1
     assert done.stderr.startswith("error: ") and "not empty" in done.stderr

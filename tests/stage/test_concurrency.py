@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _stage_helpers import leftovers_beside
+from helpers.stage import leftovers_beside
 
 from onex_scaffold.stage import stage_4_5_event_bus_integration
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _stage_helpers import leftovers_beside, release, tree_hashes
+from helpers import git, run_python
+from helpers.stage import leftovers_beside, release, tree_hashes
 
 from onex_scaffold import generate_node
 from onex_scaffold._mapping import safe_repr
@@ -96,7 +97,7 @@ def test_only_the_configured_template_runs_never_the_one_the_answers_file_names(
         copier_yml.write_text(copier_yml.read_text() + f"\n_tasks:\n  - touch {marker}\n")
 
     evil = tmp_path / "other-template"
-    subprocess.run(["git", "clone", "-q", str(template_repo), str(evil)], check=True)
+    git(tmp_path, "clone", "-q", str(template_repo), str(evil))
     release(evil, "1.0.1", add_task)
     out = tmp_path / "writer"
     # A node whose answers file names another template (with a task).
@@ -202,11 +203,9 @@ def test_yaml_alias_bombs_are_refused(tmp_path: Path) -> None:
         lines.append(f"a{level}: &a{level} [{', '.join([previous] * 9)}]")
     bomb = tmp_path / "bomb.yaml"
     bomb.write_text("\n".join(lines) + "\nnode_type: effect\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "onex_scaffold.cli", "generate", "--prd", str(bomb),
-         "--out", str(tmp_path / "n")],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    done = run_python(
+        "-m", "onex_scaffold.cli", "generate", "--prd", bomb, "--out", tmp_path / "n", timeout=120
+    )
     assert done.returncode == 2, done.stderr
     assert "alias" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "n").exists()

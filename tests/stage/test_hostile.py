@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from _stage_helpers import leftovers_beside
+from helpers.stage import leftovers_beside
 
 from onex_scaffold.stage import generate_node
 

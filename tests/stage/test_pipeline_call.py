@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from _stage_helpers import leftovers_beside
+from helpers.stage import leftovers_beside
 
 from onex_scaffold import stage_4_5_event_bus_integration
 

@@ -4,14 +4,12 @@ works from any clone on any machine (not only where the node was generated)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from helpers import git
+from helpers import git, run_python
 
 from onex_scaffold import __version__, generate_node
 from onex_scaffold._git import GIT_ENV
@@ -69,15 +67,7 @@ def test_plain_copier_update_works_from_a_second_clone(
         if not key.startswith(("ONEX_", "XDG_", "GIT_CONFIG"))
     }
     env.update(GIT_ENV, HOME=str(home))
-    done = subprocess.run(
-        [sys.executable, "-m", "copier", "update", "--trust", "--defaults"],
-        cwd=clone,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+    done = run_python("-m", "copier", "update", "--trust", "--defaults", cwd=clone, env=env)
 
     assert done.returncode == 0, done.stdout + done.stderr
     updated = yaml.safe_load((clone / ".copier-answers.yml").read_text())

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
-from _stage_helpers import git, tree_hashes
+from helpers import git
+from helpers.stage import tree_hashes
 
 import onex_scaffold._template
 from onex_scaffold._snapshot import SnapshotError, cache_dir, snapshot

@@ -9,13 +9,28 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _stage_helpers import git, leftovers_beside, release, tree_hashes
+from helpers import git
+from helpers.stage import leftovers_beside, release, tree_hashes
 
 from onex_scaffold._snapshot import cache_dir
 from onex_scaffold.stage import generate_node
 
 MARK = "# template 1.1.0 was here\n"
 RUNTIME = Path("template", "{{package_name}}", "runtime", "naming.py")
+
+
+def rerun_changes_nothing(
+    parsed_data: dict[str, Any], out: Path, template: Path, mode: str = "regenerate"
+) -> None:
+    """Stage 4.5 again with the same data and template: completed in ``mode``, no file changed."""
+    before = tree_hashes(out)
+
+    again, result = generate_node(parsed_data, out, template=template)
+
+    assert again.status == "completed", again.error
+    assert again.metadata["mode"] == mode
+    assert result["changed_files"] == []
+    assert tree_hashes(out) == before
 
 
 def add_mark(repo: Path) -> None:
@@ -32,12 +47,7 @@ def test_rerun_with_same_data_changes_nothing(
     before = tree_hashes(out)
     stats = {rel: (out / rel).stat().st_mtime_ns for rel in before}
 
-    again, result = generate_node(parsed_data, out, template=template_repo)
-
-    assert again.status == "completed", again.error
-    assert again.metadata["mode"] == "update"
-    assert result["changed_files"] == []
-    assert tree_hashes(out) == before
+    rerun_changes_nothing(parsed_data, out, template_repo, mode="update")
     assert {rel: (out / rel).stat().st_mtime_ns for rel in before} == stats
     assert not (out / ".git").exists()  # a folder that was no repository stays one
     assert leftovers_beside(out) == []
@@ -161,15 +171,9 @@ def test_plain_folder_template_regenerates_and_keeps_owner_files(
     assert warning.status == "warning" and "not a git repository" in (warning.message or "")
     handlers = out / "postgres_writer" / "handlers.py"
     handlers.write_text(handlers.read_text() + "\nOWNER = True\n")
-    before = tree_hashes(out)
 
     # named again: only the configured template or the caller's runs, never the recorded one
-    again, result = generate_node(parsed_data, out, template=plain)
-
-    assert again.status == "completed", again.error
-    assert again.metadata["mode"] == "regenerate"
-    assert result["changed_files"] == []
-    assert tree_hashes(out) == before
+    rerun_changes_nothing(parsed_data, out, plain)
 
     changed = {**parsed_data, "description": "Now also archives rows."}
     third, result = generate_node(changed, out, template=plain, extra_answers={"http_port": 8123})
@@ -198,14 +202,8 @@ def test_dirty_template_reruns_change_nothing(
     assert (out / "postgres_writer" / "runtime" / "naming.py").read_text().endswith(MARK)
     warning = next(g for g in first.validation_gates if g.name == "template_source")
     assert warning.status == "warning" and "uncommitted" in (warning.message or "")
-    before = tree_hashes(out)
 
-    again, result = generate_node(parsed_data, out, template=own_template_repo)
-
-    assert again.status == "completed", again.error
-    assert again.metadata["mode"] == "regenerate"
-    assert result["changed_files"] == []
-    assert tree_hashes(out) == before
+    rerun_changes_nothing(parsed_data, out, own_template_repo)
 
 
 def test_files_the_template_drops_are_removed(

@@ -9,7 +9,6 @@ ours: the template tagged 1.0.0 and, with a template-owned change, 1.1.0.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,8 +18,8 @@ from typing import Any
 import pytest
 from helpers import git
 
-from onex_scaffold._template import TEMPLATE_PARTS, copy_template
 from onex_scaffold import RenderedNode, render_node
+from onex_scaffold._template import TEMPLATE_PARTS, copy_template
 
 TEMPLATE_PATHS = list(TEMPLATE_PARTS)
 
@@ -147,3 +146,10 @@ def project_env() -> dict[str, str]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.pop("PYTHONPATH", None)
     return env
+
+
+def assert_ruff_clean(project: Path) -> None:
+    """``ruff check`` and ``ruff format --check`` pass in a generated project."""
+    env = project_env()
+    run(["ruff", "check", "--no-cache", "."], project, env)
+    run(["ruff", "format", "--check", "--no-cache", "."], project, env)

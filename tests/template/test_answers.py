@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import run_python
 
 from onex_scaffold import AnswerError, render_node
 
@@ -79,21 +78,11 @@ def test_missing_required_answer(copier_template: Path, tmp_path: Path) -> None:
 
 def test_cli_refuses_with_question_named(copier_template: Path, tmp_path: Path) -> None:
     """The plain `copier copy` command line refuses too, and says which question."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "copier",
-            "copy",
-            "--trust",
-            "--defaults",
-            *(f"--data={k}={v}" for k, v in {**VALID, "service_name": "Bad_Name"}.items()),
-            str(copier_template),
-            str(tmp_path / "node"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+    result = run_python(
+        *("-m", "copier", "copy", "--trust", "--defaults"),
+        *(f"--data={k}={v}" for k, v in {**VALID, "service_name": "Bad_Name"}.items()),
+        copier_template,
+        tmp_path / "node",
         timeout=120,
     )
     assert result.returncode != 0

@@ -14,17 +14,14 @@ import pytest
 
 from onex_scaffold import RenderedNode
 
-from .conftest import MAIN_VARIANTS, VARIANTS, project_env, run
+from .conftest import MAIN_VARIANTS, VARIANTS, assert_ruff_clean, project_env, run
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_ruff(rendered: dict[str, RenderedNode], variant: str) -> None:
-    path = rendered[variant].path
-    env = project_env()
-    run(["ruff", "check", "--no-cache", "."], path, env)
-    run(["ruff", "format", "--check", "--no-cache", "."], path, env)
+    assert_ruff_clean(rendered[variant].path)
 
 
 @pytest.mark.parametrize("variant", MAIN_VARIANTS)

@@ -13,7 +13,7 @@ import pytest
 
 from onex_scaffold import RenderedNode, render_node
 
-from .conftest import project_env, run
+from .conftest import assert_ruff_clean, project_env, run
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +51,4 @@ def longest(
 
 @pytest.mark.parametrize("kind", list(TYPE_OPTIONS))
 def test_longest_names_ruff_clean(longest: dict[str, RenderedNode], kind: str) -> None:
-    path = longest[kind].path
-    env = project_env()
-    run(["ruff", "check", "--no-cache", "."], path, env)
-    run(["ruff", "format", "--check", "--no-cache", "."], path, env)
+    assert_ruff_clean(longest[kind].path)

@@ -8,44 +8,31 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import run_python
 
+from onex_scaffold import read_answers
+from onex_scaffold._git import run_git
 from onex_scaffold._template import published_source
 from onex_scaffold.cli import main
-from onex_scaffold import read_answers
+from onex_scaffold.cli.new import next_steps
+
+
+def new(target: Path, node_type: str, name: str, service: str, domain: str, *flags: str) -> int:
+    """``onex-node new TARGET --type --name --service --domain FLAGS...``; its exit code."""
+    required = ("--type", node_type, "--name", name, "--service", service, "--domain", domain)
+    return main(["new", str(target), *required, *flags])
 
 
 def test_new_creates_project(copier_template: Path, tmp_path: Path) -> None:
     target = tmp_path / "order-totals"
-    code = main(
-        [
-            "new",
-            str(target),
-            "--type",
-            "reducer",
-            "--name",
-            "OrderTotals",
-            "--service",
-            "order-totals",
-            "--domain",
-            "sales",
-            "--description",
-            "Totals per order.",
-            "--tag",
-            "sales",
-            "--tag",
-            "totals",
-            "--input-event",
-            "order-placed",
-            "--aggregation-window",
-            "2.5",
-            "--state-backend",
-            "postgres",
-            "--http-port",
-            "8100",
-            "--template",
-            str(copier_template),
-            "--quiet",
-        ]
+    code = new(
+        target,
+        *("reducer", "OrderTotals", "order-totals", "sales"),
+        *("--description", "Totals per order.", "--tag", "sales", "--tag", "totals"),
+        *("--input-event", "order-placed", "--aggregation-window", "2.5"),
+        *("--state-backend", "postgres", "--http-port", "8100"),
+        *("--template", str(copier_template)),
+        "--quiet",
     )
     assert code == 0
     answers = read_answers(target)
@@ -62,22 +49,7 @@ def test_new_creates_project(copier_template: Path, tmp_path: Path) -> None:
 def test_new_refuses_bad_answer(
     copier_template: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(
-        [
-            "new",
-            str(tmp_path / "x"),
-            "--type",
-            "effect",
-            "--name",
-            "lower",
-            "--service",
-            "svc",
-            "--domain",
-            "d",
-            "--template",
-            str(copier_template),
-        ]
-    )
+    code = new(tmp_path / "x", "effect", "lower", "svc", "d", "--template", str(copier_template))
     assert code == 2
     err = capsys.readouterr().err
     assert "node_name" in err and "PascalCase" in err
@@ -87,55 +59,42 @@ def test_new_refuses_bad_answer(
 def test_new_refuses_option_of_another_type(
     copier_template: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(
-        [
-            "new",
-            str(tmp_path / "x"),
-            "--type",
-            "compute",
-            "--name",
-            "A",
-            "--service",
-            "a",
-            "--domain",
-            "d",
-            "--use-postgres",
-            "--template",
-            str(copier_template),
-        ]
+    code = new(
+        tmp_path / "x", "compute", "A", "a", "d", "--use-postgres", "--template", str(copier_template)
     )
     assert code == 2
     assert "--use-postgres applies to effect nodes only" in capsys.readouterr().err
 
 
 def test_new_as_installed_command(copier_template: Path, tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "onex_scaffold.cli",
-            "new",
-            str(tmp_path / "n"),
-            "--type",
-            "compute",
-            "--name",
-            "PriceCalc",
-            "--service",
-            "price-calc",
-            "--domain",
-            "pricing",
-            "--no-event-bus",
-            "--template",
-            str(copier_template),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+    result = run_python(
+        *("-m", "onex_scaffold.cli", "new", tmp_path / "n", "--type", "compute"),
+        *("--name", "PriceCalc", "--service", "price-calc", "--domain", "pricing"),
+        *("--no-event-bus", "--template", copier_template),
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert "created" in result.stdout
     assert read_answers(tmp_path / "n")["event_bus_enabled"] is False
+    # The next steps name this folder and what the node has: a dev extra, start_node.py.
+    steps = result.stdout.split("next steps:\n", 1)[1].splitlines()
+    assert steps[0] == f"  cd {tmp_path / 'n'}"
+    assert [s.split("#")[0].strip() for s in steps[2:]] == [
+        "python -m pip install -e '.[dev]'",
+        "pytest",
+        "onex-node dev up",
+        "set -a; . .onex-dev/env; set +a",
+        "python start_node.py",
+    ]
+    assert "dev = [" in (tmp_path / "n" / "pyproject.toml").read_text()
+    assert (tmp_path / "n" / "start_node.py").is_file()
+
+
+def test_next_steps_start_postgresql_for_a_node_that_uses_it() -> None:
+    steps = next_steps(Path("/srv/my nodes/ledger"), "ledger", postgres=True).splitlines()
+    assert "  cd '/srv/my nodes/ledger'" in steps
+    assert any(s.startswith("  onex-node dev up --postgres ") for s in steps)
+    assert 'git commit -m "Generate ledger from the ONEX template"' in "\n".join(steps)
 
 
 def test_new_refuses_a_non_empty_folder_and_leaves_it_alone(
@@ -144,12 +103,7 @@ def test_new_refuses_a_non_empty_folder_and_leaves_it_alone(
     target = tmp_path / "taken"
     target.mkdir()
     (target / "README.md").write_text("mine\n")
-    code = main(
-        [
-            *("new", str(target), "--type", "effect", "--name", "Ledger"),
-            *("--service", "ledger", "--domain", "finance", "--template", str(copier_template)),
-        ]
-    )
+    code = new(target, "effect", "Ledger", "ledger", "finance", "--template", str(copier_template))
     assert code == 1
     assert "not empty" in capsys.readouterr().err
     assert [p.name for p in target.iterdir()] == ["README.md"]
@@ -164,21 +118,11 @@ def test_new_with_the_bundled_template_records_a_mergeable_commit(
     cache = tmp_path / "cache"
     monkeypatch.setenv("ONEX_SCAFFOLD_CACHE", str(cache))
     target = tmp_path / "ledger"
-    code = main(
-        [
-            *("new", str(target), "-q", "--type", "effect", "--name", "Ledger"),
-            *("--service", "ledger", "--domain", "finance"),
-        ]
-    )
+    code = new(target, "effect", "Ledger", "ledger", "finance", "-q")
     assert code == 0
     answers = yaml.safe_load((target / ".copier-answers.yml").read_text())
     # A source that works on any machine (the published template), not this machine's cache;
     # the recorded commit is in the cache too, so Stage 4.5 updates here still merge.
     assert answers["_src_path"] == published_source()
-    found = subprocess.run(
-        ["git", "rev-parse", "--verify", "--quiet", f"{answers['_commit']}^{{commit}}"],
-        cwd=cache,
-        capture_output=True,
-        check=False,
-    )
+    found = run_git(cache, "rev-parse", "--verify", "--quiet", f"{answers['_commit']}^{{commit}}")
     assert found.returncode == 0

@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers import git
 
 from onex_scaffold import RenderedNode, jinja_leftovers, naming, read_answers, template_version
+from onex_scaffold._git import run_git
 
 from .conftest import COMMON, VARIANTS, project_env, run
 
@@ -334,14 +336,14 @@ def test_local_settings_and_dev_stack_state_are_ignored(
     node = rendered[variant]
     project = tmp_path / "project"
     shutil.copytree(node.path, project)
-    run(["git", "init", "-q"], project)
+    git(project, "init", "-q")
     for name in (".env", ".env.local", ".env.production", ".onex-dev/env"):
         (project / name).parent.mkdir(exist_ok=True)
         (project / name).write_text("SECRET=1\n", encoding="utf-8")
     ignored = [".env", ".env.local", ".env.production", ".onex-dev/env"]
     for name in ignored:
-        run(["git", "check-ignore", "-q", name], project)
-    kept = subprocess.run(["git", "check-ignore", "-q", ".env.template"], cwd=project, check=False)
+        git(project, "check-ignore", "-q", name)
+    kept = run_git(project, "check-ignore", "-q", ".env.template")
     assert kept.returncode == 1, ".env.template must stay tracked"
 
     patterns = [

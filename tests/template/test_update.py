@@ -9,11 +9,9 @@ from pathlib import Path
 
 import pytest
 from copier import run_update
-
-from onex_scaffold import leftovers, read_answers, render_node, update_node
-from onex_scaffold import naming
-
 from helpers import git
+
+from onex_scaffold import leftovers, naming, read_answers, render_node, update_node
 
 from .conftest import NEW_ENV_VARIABLE, NEW_HANDLERS_LINE, NEW_README_LINE, run
 

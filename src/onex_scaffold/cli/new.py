@@ -7,6 +7,7 @@ answers given directly instead of mapped from a PRD).
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -135,4 +136,28 @@ def run(args: argparse.Namespace) -> int:
         print(f"created {result['output_path']} (template {version})")
         for gate in stage.warning_gates:
             print(f"  warning: {gate.name}: {gate.message}")
+        postgres = bool(data.get("use_postgres")) or data.get("state_backend") == "postgres"
+        print(next_steps(Path(result["output_path"]), data["service_name"], postgres=postgres))
     return 0
+
+
+def next_steps(folder: Path, service_name: str, *, postgres: bool = False) -> str:
+    """What to run after ``onex-node new``: the node's own README says the same at length."""
+    dev_up = "onex-node dev up --postgres" if postgres else "onex-node dev up"
+    services = "Kafka, Consul and PostgreSQL" if postgres else "Kafka and Consul"
+    commit = (
+        f'git init && git add -A && git commit -m "Generate {service_name} from the ONEX template"'
+    )
+    return "\n".join(
+        [
+            "",
+            "next steps:",
+            f"  cd {shlex.quote(str(folder))}",
+            f"  {commit}   # copier update needs it",
+            "  python -m pip install -e '.[dev]'",
+            "  pytest                            # integration tests skip until a broker runs",
+            f"  {dev_up:<33} # {services} on 127.0.0.1",
+            "  set -a; . .onex-dev/env; set +a   # their addresses for the node",
+            "  python start_node.py",
+        ]
+    )

@@ -1,7 +1,8 @@
 """``onex-node pipeline request``: send a PRD through the running pipeline.
 
 Exit codes: 0 completed; 2 invalid PRD (the problems listed); 1 failed or timed out (the
-stage it was waiting for named).
+stage it was waiting for named). Errors are :class:`~onex_scaffold.OnexError` (most from
+``onex_scaffold.pipeline.errors``), printed once by ``onex_scaffold.cli.main``.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from onex_scaffold._exceptions import InvalidInputError, OnexError
 from onex_scaffold.pipeline import events
+from onex_scaffold.pipeline.errors import PipelineError
 
-_INVALID_INPUT = 2
+#: A node failed or drifted (regenerate-self); errors exit with their OnexError's code.
 _FAILED = 1
 
 
@@ -140,14 +143,13 @@ class _Progress:
 
 def run_request(args: argparse.Namespace) -> int:
     from onex_scaffold.cli.generate import _stdout_to_stderr
-    from onex_scaffold.pipeline.client import PipelineTimeout, request_node
+    from onex_scaffold.pipeline.client import request_node
     from onex_scaffold.pipeline.runner import PipelineResult, make_request, run_in_process
 
     try:
         prd = args.prd.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        print(f"error: cannot read {args.prd}: {error}", file=sys.stderr)
-        return _INVALID_INPUT
+        raise InvalidInputError(f"cannot read {args.prd}: {error}") from error
     progress = _Progress(sys.stderr, sys.stderr.isatty() and not args.json)
     validation = "fast" if args.fast else "full"
     try:
@@ -177,46 +179,32 @@ def run_request(args: argparse.Namespace) -> int:
                     progress=progress,
                 )
             )
-    except PipelineTimeout as error:
-        progress.close()
-        print(f"error: {error}", file=sys.stderr)
-        return _FAILED
+    except OnexError:
+        raise
     except (RuntimeError, OSError) as error:
+        raise PipelineError(str(error)) from error
+    finally:
         progress.close()
-        print(f"error: {error}", file=sys.stderr)
-        return _FAILED
-    progress.close()
     if args.json:
         print(json.dumps(result.summary(), indent=2))
-    if result.completed is not None:
-        done = result.completed
-        if not args.json:
-            verb = f"would be {done.mode}d" if args.dry_run else f"{done.mode}d"
-            print(
-                f"{done.node_name} {verb} in {done.output_path} "
-                f"({done.files} files, score {done.score:g}, request {result.request_id})"
-            )
-            if args.dry_run:
-                for rel in done.changed_files:
-                    print(f"  would change {rel}")
-        return 0
-    failure = result.failure
-    assert failure is not None
-    print(f"error: {failure.stage}: {failure.reason}", file=sys.stderr)
-    for problem in failure.problems:
-        shown = f" (got {problem.value})" if problem.value else ""
-        print(f"  - {problem.field}: {problem.rule}{shown}", file=sys.stderr)
-    return _INVALID_INPUT if failure.invalid_input else _FAILED
+    result.raise_for_failure()
+    done = result.completed
+    assert done is not None
+    if not args.json:
+        verb = f"would be {done.mode}d" if args.dry_run else f"{done.mode}d"
+        print(
+            f"{done.node_name} {verb} in {done.output_path} "
+            f"({done.files} files, score {done.score:g}, request {result.request_id})"
+        )
+        if args.dry_run:
+            for rel in done.changed_files:
+                print(f"  would change {rel}")
+    return 0
 
 
 def run_regenerate_self(args: argparse.Namespace) -> int:
     from onex_scaffold.cli.generate import _stdout_to_stderr
-    from onex_scaffold.pipeline.client import PipelineTimeout
-    from onex_scaffold.pipeline.selfhost import (
-        SelfRegenerationError,
-        regenerate_self,
-        summary,
-    )
+    from onex_scaffold.pipeline.selfhost import regenerate_self, summary
 
     try:
         with _stdout_to_stderr():
@@ -232,14 +220,16 @@ def run_regenerate_self(args: argparse.Namespace) -> int:
                     timeout_s=args.timeout,
                 )
             )
-    except (SelfRegenerationError, PipelineTimeout, RuntimeError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return _FAILED
+    except OnexError:
+        raise
+    except (RuntimeError, OSError) as error:
+        raise PipelineError(str(error)) from error
     if args.json:
         print(json.dumps(summary(reports), indent=2))
     else:
         for report in reports:
             print(report.line(args.check))
+    # The reports above say which node failed or drifted; the exit code says whether any did.
     if any(r.status != "completed" for r in reports):
         return _FAILED
     if args.check and any(r.drifted for r in reports):

@@ -22,9 +22,12 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from onex_scaffold._exceptions import OnexError
 from onex_scaffold._template import load_runtime_module
 from onex_scaffold.pipeline import events
+
+# Re-exported: callers catch them from here too.
+from onex_scaffold.pipeline.errors import PipelineTimeout as PipelineTimeout
+from onex_scaffold.pipeline.errors import PipelineUnavailable as PipelineUnavailable
 from onex_scaffold.pipeline.events import (
     NodeGenerationCompleted,
     NodeGenerationFailed,
@@ -47,22 +50,6 @@ NEXT_STAGE: Final = {
 }
 
 ProgressFn = Callable[[str, Any], None]
-
-
-class PipelineUnavailable(OnexError, RuntimeError):
-    """The broker did not answer."""
-
-
-class PipelineTimeout(OnexError, TimeoutError):
-    """No end event in time; ``waiting_for`` names the stage that did not answer."""
-
-    def __init__(self, request_id: uuid.UUID, waiting_for: str, timeout_s: float) -> None:
-        self.request_id = request_id
-        self.waiting_for = waiting_for
-        super().__init__(
-            f"request {request_id}: no answer within {timeout_s:g} s; waiting for the "
-            f"{waiting_for} stage (is it running? `onex-node dev status`)"
-        )
 
 
 @dataclass
@@ -226,7 +213,7 @@ class PipelineClient:
                 if delivered.done():
                     return
                 if error is not None:
-                    delivered.set_exception(RuntimeError(f"request not delivered: {error}"))
+                    delivered.set_exception(PipelineUnavailable(f"request not delivered: {error}"))
                 else:
                     delivered.set_result(None)
 

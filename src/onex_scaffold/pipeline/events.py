@@ -18,7 +18,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from functools import cache
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -230,21 +230,44 @@ class Finding(_Model):
     fixable: bool = False
 
 
+_Next = TypeVar("_Next", bound="_Payload")
+
+
 class _Payload(_Model):
     request: PipelineRequest
     stages: list[PipelineStage] = Field(default_factory=list)
+
+    def follow(self, into: type[_Next], finished: PipelineStage, **fields: Any) -> _Next:
+        """The next event of this request: ``into`` with every field it shares with this
+        payload carried on, the stage just ``finished`` appended to ``stages``, and ``fields``
+        (new or changed values) on top."""
+        carried = {
+            name: getattr(self, name)
+            for name in into.model_fields
+            if name != "kind" and name in type(self).model_fields
+        }
+        return into(**{**carried, "stages": [*self.stages, finished], **fields})
 
 
 class NodeGenerationRequested(_Payload):
     kind: Literal["node_generation_requested"] = "node_generation_requested"
 
 
-class PrdAnalyzed(_Payload):
-    kind: Literal["prd_analyzed"] = "prd_analyzed"
-    prd_format: Literal["parsed_data", "markdown", "prose"]
+PrdFormat = Literal["parsed_data", "markdown", "prose"]
+NodeMode = Literal["create", "update", "regenerate"]
+
+
+class _Analysis(_Payload):
+    """What the PRD analyzer found; carried on until the contract is built."""
+
     parsed_data: dict[str, Any]
     generation_result: dict[str, Any] = Field(default_factory=dict)
     extra_answers: dict[str, Any] = Field(default_factory=dict)
+
+
+class PrdAnalyzed(_Analysis):
+    kind: Literal["prd_analyzed"] = "prd_analyzed"
+    prd_format: PrdFormat
 
 
 class Intelligence(_Model):
@@ -258,53 +281,41 @@ class Intelligence(_Model):
     warnings: list[str] = Field(default_factory=list)
 
 
-class IntelligenceGathered(_Payload):
+class IntelligenceGathered(_Analysis):
     kind: Literal["intelligence_gathered"] = "intelligence_gathered"
-    prd_format: Literal["parsed_data", "markdown", "prose"]
-    parsed_data: dict[str, Any]
-    generation_result: dict[str, Any] = Field(default_factory=dict)
-    extra_answers: dict[str, Any] = Field(default_factory=dict)
+    prd_format: PrdFormat
     intelligence: Intelligence
 
 
-class ContractBuilt(_Payload):
+class ContractBuilt(_Analysis):
     kind: Literal["contract_built"] = "contract_built"
-    parsed_data: dict[str, Any]
-    generation_result: dict[str, Any] = Field(default_factory=dict)
-    extra_answers: dict[str, Any] = Field(default_factory=dict)
     answers: dict[str, Any]
     contract: dict[str, Any]
 
 
-class CodeGenerated(_Payload):
-    kind: Literal["code_generated"] = "code_generated"
+class _RenderedNode(_Payload):
+    """A rendered node on its way through validation and refinement."""
+
     answers: dict[str, Any]
     contract: dict[str, Any]
     archive: NodeArchive
-    mode: Literal["create", "update", "regenerate"]
+    mode: NodeMode
     changed_files: list[str] = Field(default_factory=list)
     round: int = 0
 
 
-class CodeRefined(_Payload):
+class CodeGenerated(_RenderedNode):
+    kind: Literal["code_generated"] = "code_generated"
+
+
+class CodeRefined(_RenderedNode):
     kind: Literal["code_refined"] = "code_refined"
-    answers: dict[str, Any]
-    contract: dict[str, Any]
-    archive: NodeArchive
-    mode: Literal["create", "update", "regenerate"]
-    changed_files: list[str] = Field(default_factory=list)
     round: int = Field(ge=1)
     fixes: list[str] = Field(default_factory=list)
 
 
-class ValidationCompleted(_Payload):
+class ValidationCompleted(_RenderedNode):
     kind: Literal["validation_completed"] = "validation_completed"
-    answers: dict[str, Any]
-    contract: dict[str, Any]
-    archive: NodeArchive
-    mode: Literal["create", "update", "regenerate"]
-    changed_files: list[str] = Field(default_factory=list)
-    round: int = 0
     passed: bool
     score: float = Field(ge=0, le=100)
     findings: list[Finding] = Field(default_factory=list)
@@ -317,7 +328,7 @@ class NodeGenerationCompleted(_Payload):
     node_name: str
     service_name: str
     node_type: str
-    mode: Literal["create", "update", "regenerate"]
+    mode: NodeMode
     files: int
     changed_files: list[str] = Field(default_factory=list)
     sha256: str

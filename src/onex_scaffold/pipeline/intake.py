@@ -25,12 +25,7 @@ from onex_scaffold.pipeline.events import (
     PrdAnalyzed,
     ProblemModel,
 )
-from onex_scaffold.pipeline.recording import (
-    StageFailure,
-    StageRecord,
-    stage_failed,
-    unexpected_failure,
-)
+from onex_scaffold.pipeline.recording import StageFailure, StageRecord
 
 #: Consul is asked with this timeout (seconds) per call.
 CONSUL_TIMEOUT_S: Final = 2.0
@@ -56,18 +51,16 @@ def analyze_prd(event: NodeGenerationRequested) -> PrdAnalyzed | NodeGenerationF
             prd_format=analysis.prd_format,
             confidence=analysis.parsed_data.get("confidence"),
         )
-        return PrdAnalyzed(
-            request=event.request,
-            stages=[*event.stages, record.finish("completed")],
+        return event.follow(
+            PrdAnalyzed,
+            record.finish("completed"),
             prd_format=analysis.prd_format,
             parsed_data=analysis.parsed_data,
             generation_result=analysis.generation_result,
             extra_answers=analysis.extra_answers,
         )
-    except StageFailure as failure:
-        return stage_failed(event, record, failure)
     except Exception as error:
-        return stage_failed(event, record, unexpected_failure(error))
+        return record.failed(event, error)
 
 
 # ---------------------------------------------------------------------------
@@ -161,17 +154,11 @@ def gather_intelligence(
             warnings=warnings,
         )
         record.metadata.update(intelligence.model_dump(exclude={"warnings"}))
-        return IntelligenceGathered(
-            request=event.request,
-            stages=[*event.stages, record.finish("completed")],
-            prd_format=event.prd_format,
-            parsed_data=event.parsed_data,
-            generation_result=event.generation_result,
-            extra_answers=event.extra_answers,
-            intelligence=intelligence,
+        return event.follow(
+            IntelligenceGathered, record.finish("completed"), intelligence=intelligence
         )
     except Exception as error:
-        return stage_failed(event, record, unexpected_failure(error))
+        return record.failed(event, error)
 
 
 # ---------------------------------------------------------------------------
@@ -246,16 +233,13 @@ def build_contract(event: IntelligenceGathered) -> ContractBuilt | NodeGeneratio
         if contract["class_name"] in {c.split(" ")[0] for c in event.intelligence.name_clashes}:
             raise StageFailure(f"{contract['class_name']} clashes with a running service")
         record.metadata.update(class_name=contract["class_name"], answers=answers)
-        return ContractBuilt(
-            request=event.request,
-            stages=[*event.stages, record.finish("completed")],
+        return event.follow(
+            ContractBuilt,
+            record.finish("completed"),
             parsed_data=parsed,
-            generation_result=event.generation_result,
             extra_answers=extra,
             answers=answers,
             contract=contract,
         )
-    except StageFailure as failure:
-        return stage_failed(event, record, failure)
     except Exception as error:
-        return stage_failed(event, record, unexpected_failure(error))
+        return record.failed(event, error)

@@ -1,8 +1,8 @@
 """What every stage shares: its ``PipelineStage`` record and how it fails.
 
-A stage that cannot go on raises ``StageFailure`` inside its body and turns it into
-``NodeGenerationFailed`` with ``stage_failed`` (stage, reason, problems); anything else it
-did not expect becomes ``unexpected_failure``.
+A stage that cannot go on raises ``StageFailure`` inside its body; its one ``except``
+turns that, or anything else it did not expect (``unexpected_failure``), into
+``NodeGenerationFailed`` with ``StageRecord.failed``.
 """
 
 from __future__ import annotations
@@ -59,6 +59,12 @@ class StageRecord:
             )
         )
 
+    def failed(self, payload: _Payload, error: Exception) -> NodeGenerationFailed:
+        """The stage's end for ``error``: a ``StageFailure`` as it is, anything else as an
+        unexpected failure."""
+        failure = error if isinstance(error, StageFailure) else unexpected_failure(error)
+        return stage_failed(payload, self, failure)
+
     def finish(self, status: str, error: str | None = None) -> PipelineStage:
         return self.stage.model_copy(
             update={
@@ -82,9 +88,9 @@ def stage_failed(
 ) -> NodeGenerationFailed:
     if failure.problems:
         record.metadata["problems"] = [p.model_dump() for p in failure.problems]
-    return NodeGenerationFailed(
-        request=payload.request,
-        stages=[*payload.stages, record.finish("failed", failure.reason)],
+    return payload.follow(
+        NodeGenerationFailed,
+        record.finish("failed", failure.reason),
         stage=record.stage.stage_name,
         reason=failure.reason,
         problems=failure.problems,

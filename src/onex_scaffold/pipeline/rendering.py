@@ -22,12 +22,7 @@ from onex_scaffold.pipeline.events import (
     ProblemModel,
     ValidationCompleted,
 )
-from onex_scaffold.pipeline.recording import (
-    StageFailure,
-    StageRecord,
-    stage_failed,
-    unexpected_failure,
-)
+from onex_scaffold.pipeline.recording import StageFailure, StageRecord
 
 #: Largest encoded node archive put into an event (bytes). Kafka's default record limit is
 #: 1 MiB (``message.max.bytes``); the rest of the event needs room too.
@@ -89,19 +84,15 @@ def generate_code(event: ContractBuilt) -> CodeGenerated | NodeGenerationFailed:
             "archive", "pass", f"{node.files} files, {node.size} bytes, sha256 {node.sha256[:12]}"
         )
         mode = stage.metadata.get("mode", "create")
-        return CodeGenerated(
-            request=event.request,
-            stages=[*event.stages, record.finish("completed")],
-            answers=event.answers,
-            contract=event.contract,
+        return event.follow(
+            CodeGenerated,
+            record.finish("completed"),
             archive=node,
             mode=mode if mode in ("create", "update", "regenerate") else "create",
             changed_files=list(result.get("changed_files", [])),
         )
-    except StageFailure as failure:
-        return stage_failed(event, record, failure)
     except Exception as error:
-        return stage_failed(event, record, unexpected_failure(error))
+        return record.failed(event, error)
 
 
 # ---------------------------------------------------------------------------
@@ -128,25 +119,17 @@ def validate_code(event: CodeGenerated | CodeRefined) -> ValidationCompleted | N
         passed = all(r.passed for r in results)
         total = quality.score(results)
         record.metadata.update(score=total, findings=len(findings), round=event.round)
-        return ValidationCompleted(
-            request=event.request,
-            stages=[*event.stages, record.finish("completed" if passed else "failed",
-                                                  None if passed else "quality gates failed")],
-            answers=event.answers,
-            contract=event.contract,
-            archive=event.archive,
-            mode=event.mode,
-            changed_files=event.changed_files,
-            round=event.round,
+        return event.follow(
+            ValidationCompleted,
+            record.finish("completed" if passed else "failed",
+                          None if passed else "quality gates failed"),
             passed=passed,
             score=total,
             findings=findings[:100],
             fixable=quality.fixable(results),
         )  # fmt: skip
-    except StageFailure as failure:
-        return stage_failed(event, record, failure)
     except Exception as error:
-        return stage_failed(event, record, unexpected_failure(error))
+        return record.failed(event, error)
 
 
 # ---------------------------------------------------------------------------
@@ -187,18 +170,12 @@ def refine_code(event: ValidationCompleted) -> CodeRefined | NodeGenerationFaile
             node = archives.pack(folder)
         _check_size(node)
         record.gate("fixes", "pass", ", ".join(fixes) or "nothing changed")
-        return CodeRefined(
-            request=event.request,
-            stages=[*event.stages, record.finish("completed")],
-            answers=event.answers,
-            contract=event.contract,
+        return event.follow(
+            CodeRefined,
+            record.finish("completed"),
             archive=node,
-            mode=event.mode,
-            changed_files=event.changed_files,
             round=event.round + 1,
             fixes=fixes,
         )
-    except StageFailure as failure:
-        return stage_failed(event, record, failure)
     except Exception as error:
-        return stage_failed(event, record, unexpected_failure(error))
+        return record.failed(event, error)

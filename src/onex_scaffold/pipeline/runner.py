@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from onex_scaffold import PipelineStage
+from onex_scaffold._answers import ANSWERS_FILE
 from onex_scaffold._template import is_url
 from onex_scaffold.pipeline import stages
+from onex_scaffold.pipeline.errors import PipelineRequestFailed
 from onex_scaffold.pipeline.events import (
     CodeGenerated,
     CodeRefined,
@@ -44,6 +46,11 @@ class PipelineResult:
     @property
     def ok(self) -> bool:
         return self.completed is not None
+
+    def raise_for_failure(self) -> None:
+        """Raise :class:`PipelineRequestFailed` when the request ended in failure."""
+        if self.failure is not None:
+            raise PipelineRequestFailed(self.failure)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -78,7 +85,7 @@ def make_request(
         # The stage nodes run elsewhere (another folder, another host): never a relative path.
         template = str(Path(template).expanduser().absolute())
     existing = None
-    if (target / ".copier-answers.yml").is_file():
+    if (target / ANSWERS_FILE).is_file():
         existing = archive.pack(target)
     return PipelineRequest(
         request_id=request_id or uuid.uuid4(),

@@ -31,13 +31,14 @@ from onex_scaffold._files import SKIPPED_DIRS
 from onex_scaffold._rerender import PRD_FILE, drift, node_folders
 from onex_scaffold._template import is_url, published_source, template_root
 from onex_scaffold.pipeline.client import PipelineClient, bus_address
+from onex_scaffold.pipeline.errors import PipelineError
 from onex_scaffold.pipeline.events import PipelineRequest
 from onex_scaffold.pipeline.runner import PipelineResult, make_request
 
 __all__ = ["NodeReport", "SelfRegenerationError", "own_nodes", "regenerate_self", "summary"]
 
 
-class SelfRegenerationError(RuntimeError):
+class SelfRegenerationError(PipelineError):
     """regenerate-self cannot start (no PRDs, no broker); the message says what to do."""
 
 

@@ -15,12 +15,7 @@ from onex_scaffold.pipeline.events import (
     ProblemModel,
     ValidationCompleted,
 )
-from onex_scaffold.pipeline.recording import (
-    StageFailure,
-    StageRecord,
-    stage_failed,
-    unexpected_failure,
-)
+from onex_scaffold.pipeline.recording import StageFailure, StageRecord
 
 # ---------------------------------------------------------------------------
 # 7. File writer
@@ -160,6 +155,6 @@ def write_files(
                 parent.rmdir()
         if isinstance(failure, archives.ArchiveError):
             failure = StageFailure(str(failure))
-        return stage_failed(event, record, failure)
+        return record.failed(event, failure)
     except Exception as error:
-        return stage_failed(event, record, unexpected_failure(error))
+        return record.failed(event, error)

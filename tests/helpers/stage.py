@@ -1,4 +1,4 @@
-"""Helpers for the Stage 4.5 tests: template git copies, file hashes, leftovers."""
+"""Helpers for the Stage 4.5 tests (tests/stage): template git copies, file hashes, leftovers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from helpers import git
-
 from onex_scaffold._template import copy_template as copy_template_parts
 
 

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from onex_scaffold.pipeline.events import PipelineRequest
 from onex_scaffold.pipeline.runner import make_request, run_in_process
 
 REPO = Path(__file__).resolve().parents[1]
+_RUN_TOKEN = f"r{uuid.uuid4().hex[:6]}"
 PRD = (REPO / "examples" / "effect-order-writer.md").read_text(encoding="utf-8")
 
 
@@ -43,8 +45,10 @@ class PipelineFigures:
 
 
 def _request(work: Path, label: str, validation: str = "full") -> PipelineRequest:
+    # The run's token keeps names new across runs: the validator remembers results by the
+    # node's files, so a repeat run with the same names would time cache hits.
     return make_request(
-        PRD.replace("order-writer", f"order-writer-{label}"),
+        PRD.replace("order-writer", f"order-writer-{_RUN_TOKEN}-{label}"),
         work / label,
         prd_name="order-writer.md",
         validation=validation,

@@ -87,8 +87,24 @@ def test_unformatted_code_fails_ruff_format_and_is_fixable(node: Path) -> None:
     handlers = node / "gate_probe" / "handlers.py"
     handlers.write_text(handlers.read_text() + "\nVALUE=[1,2 ,3]\n")
     results = gates.run_gates(node)
-    assert set(_failing(results)) == {"ruff_format"}
+    failing = _failing(results)
+    assert set(failing) == {"ruff_format"}
+    assert [f.file for f in failing["ruff_format"].findings] == ["gate_probe/handlers.py"]
     assert gates.fixable(results)
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        "Would reformat: pkg/a.py\nWould reformat: b.py\n2 files would be reformatted\n",
+        "unformatted: File would be reformatted\n --> pkg/a.py:1:3\n  |\n- x  =  1\n"
+        "unformatted: File would be reformatted\n --> b.py:4:1\n --> b.py:9:1\n"
+        "2 files would be reformatted\n",
+    ],
+    ids=["ruff<0.9", "ruff>=0.9"],
+)
+def test_unformatted_files_are_read_from_either_ruff_output(output: str) -> None:
+    assert gates.unformatted_files(output) == ["pkg/a.py", "b.py"]
 
 
 def test_mypy_cache_is_kept_per_toolchain(node: Path, tmp_path: Path) -> None:

@@ -204,15 +204,29 @@ class RuffCheck(GateWork):
         return GateResult("ruff_check", code == 0, findings, "no findings" if code == 0 else "")
 
 
+# `ruff format --check` names a file it would change as "Would reformat: a.py" in older ruff
+# and as a diagnostic pointing at it (" --> a.py:1:3") in newer; the node pins only ruff>=0.6.
+_RUFF_FORMAT_FILE: Final = re.compile(
+    r"^(?:Would reformat: (?P<old>.+)| *--> (?P<new>.+?):\d+:\d+)$"
+)
+
+
+def unformatted_files(output: str) -> list[str]:
+    """The files `ruff format --check` would change, in its order, each once."""
+    files: dict[str, None] = {}
+    for line in output.splitlines():
+        if match := _RUFF_FORMAT_FILE.match(line.rstrip()):
+            files[(match["old"] or match["new"]).strip()] = None
+    return list(files)
+
+
 class RuffFormat(GateWork):
     def __call__(self, root: Path) -> GateResult:
         code, out = _run([*_tool("ruff"), "format", "--no-cache", "--check", "."], root)
         findings = [
-            Finding(gate="ruff_format", file=line.split(":", 1)[1].strip(), fixable=True,
-                    message="would be reformatted")
-            for line in out.splitlines()
-            if line.startswith("Would reformat:")
-        ]  # fmt: skip
+            Finding(gate="ruff_format", file=file, fixable=True, message="would be reformatted")
+            for file in unformatted_files(out)
+        ]
         if code != 0 and not findings:
             findings.append(Finding(gate="ruff_format", message=out.strip()[-500:]))
         return GateResult("ruff_format", code == 0, findings, "formatted" if code == 0 else "")

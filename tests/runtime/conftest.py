@@ -7,6 +7,7 @@ the Apache Kafka of `onex-node dev up` (KAFKA_BOOTSTRAP_SERVERS or .onex-dev/env
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import signal
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -258,6 +259,19 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, RenderedNode
     """One project per node type, rendered from this checkout (uncommitted work included)."""
     root = tmp_path_factory.mktemp("nodes")
     return {t: render(t, root / t) for t in NODE_TYPES}
+
+
+@contextlib.asynccontextmanager
+async def running(node: Any, *readers: Any) -> AsyncIterator[Any]:
+    """``node`` initialised for the block; afterwards, whatever happened (also a failed
+    ``initialize``), the node is shut down and ``readers`` are closed."""
+    try:
+        await node.initialize()
+        yield node
+    finally:
+        await node.shutdown()
+        for reader in readers:
+            reader.close()
 
 
 @pytest.fixture

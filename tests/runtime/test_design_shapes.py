@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import NODE_TYPES, Broker, RenderedNode
+from .conftest import NODE_TYPES, Broker, RenderedNode, running
 
 
 def _modules(node: RenderedNode) -> tuple[Any, Any, Any]:
@@ -171,8 +171,7 @@ async def test_announcement_has_the_design_s_shape_and_the_template_version(
         broker.bootstrap, [naming.introspection_topic(node_env["KAFKA_ENVIRONMENT"])]
     )
     answers = NODE_TYPES[node_type]
-    try:
-        await node.initialize()
+    async with running(node, reader):
         key = str(node.identity.node_id).encode()
         [record] = await reader.wait_for(lambda m: m.key() == key, timeout_s=20)
         payload = testing.envelope_of(record).payload
@@ -190,9 +189,6 @@ async def test_announcement_has_the_design_s_shape_and_the_template_version(
         assert expected and metadata["template_version"] == expected
         _, body = await testing.http_request(node.health_endpoint)
         assert json.loads(body)["template_version"] == expected
-    finally:
-        await node.shutdown()
-        reader.close()
 
 
 async def test_publish_without_topic_derives_it_and_records_carry_ce_time(
@@ -237,8 +233,7 @@ async def test_trace_context_flows_from_a_command_to_its_result(
     node = project.node_class()()
     reader = testing.TopicReader(broker.bootstrap, [node.topics["completed"]])
     trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
-    try:
-        await node.initialize()
+    async with running(node, reader):
         await testing.send_event(
             broker.bootstrap,
             node.topics["command"],
@@ -264,9 +259,6 @@ async def test_trace_context_flows_from_a_command_to_its_result(
         untraced = by_key[b"untraced"].metadata
         assert untraced.trace_id not in (None, trace_id)
         assert untraced.span_id
-    finally:
-        await node.shutdown()
-        reader.close()
 
 
 def test_envelopes_without_metadata_or_with_unknown_fields_are_read(

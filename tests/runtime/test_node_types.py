@@ -17,7 +17,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from onex_scaffold.devstack.testing import read_stack_addresses
 
-from .conftest import NODE_TYPES, REPO_ROOT, Broker, RenderedNode, _apache_kafka, render
+from .conftest import NODE_TYPES, REPO_ROOT, Broker, RenderedNode, _apache_kafka, render, running
 
 
 def _rt(node: RenderedNode) -> tuple[Any, Any]:
@@ -34,8 +34,7 @@ async def test_introspection_is_read_back_by_an_independent_consumer(
     node = project.node_class()()
     topic = naming.introspection_topic(node_env["KAFKA_ENVIRONMENT"])
     reader = testing.TopicReader(broker.bootstrap, [topic])
-    try:
-        await node.initialize()
+    async with running(node, reader):
         # initialize() returned: the broker has already confirmed the announcement.
         key = str(node.identity.node_id).encode()
         [record] = await reader.wait_for(lambda m: m.key() == key, timeout_s=20)
@@ -54,9 +53,6 @@ async def test_introspection_is_read_back_by_an_independent_consumer(
         assert headers["ce_id"] == str(envelope.event_id).encode()
         status, body = await testing.http_request(node.health_endpoint)
         assert status == 200, body
-    finally:
-        await node.shutdown()
-        reader.close()
 
 
 async def test_effect_command_produces_completed_event(
@@ -67,8 +63,7 @@ async def test_effect_command_produces_completed_event(
     node = project.node_class()()
     reader = testing.TopicReader(broker.bootstrap, [node.topics["completed"]])
     correlation_id = uuid.uuid4()
-    try:
-        await node.initialize()
+    async with running(node, reader):
         command = await testing.send_event(
             broker.bootstrap,
             naming.command_topic(node_env["KAFKA_ENVIRONMENT"], "rt-writer"),
@@ -84,9 +79,6 @@ async def test_effect_command_produces_completed_event(
         assert result.causation_id == command.event_id
         assert result.payload == {"status": "ok", "action": "execute_effect", "result": {"row": 1}}
         assert node.metrics.counters["onex_messages_processed_total"] >= 1
-    finally:
-        await node.shutdown()
-        reader.close()
 
 
 async def test_orchestrator_publishes_completion_with_the_correlation_id(
@@ -97,8 +89,7 @@ async def test_orchestrator_publishes_completion_with_the_correlation_id(
     node = project.node_class()()
     reader = testing.TopicReader(broker.bootstrap, [node.topics["workflow_completed"]])
     correlation_id = uuid.uuid4()
-    try:
-        await node.initialize()
+    async with running(node, reader):
         await testing.send_event(
             broker.bootstrap,
             node.topics["command"],
@@ -144,9 +135,6 @@ async def test_orchestrator_publishes_completion_with_the_correlation_id(
         assert status["result"] == result.payload["result"]
         await reader.drain(quiet_s=1.0)
         assert len(reader.records) == 1  # no second workflow-completed event
-    finally:
-        await node.shutdown()
-        reader.close()
 
 
 def _stored_events(db: Path) -> int:
@@ -173,8 +161,7 @@ async def test_reducer_aggregates_two_topics_persists_and_resumes_without_double
 
     node = cls()
     reader = testing.TopicReader(broker.bootstrap, [node.topics["state_updated"]])
-    try:
-        await node.initialize()
+    async with running(node):
         for i in range(3):
             await testing.send_event(broker.bootstrap, placed, "shop.placed", {"amount": 10 + i})
         for _ in range(2):
@@ -184,8 +171,6 @@ async def test_reducer_aggregates_two_topics_persists_and_resumes_without_double
         )
         assert node.state["counts"] == {"order-placed": 3, "order-paid": 2}
         assert node.state["totals"]["order-placed"] == 33.0
-    finally:
-        await node.shutdown()
     assert _stored_events(db) == 5
 
     # Lose the committed offsets, as a crash between persisting and committing would:
@@ -193,8 +178,7 @@ async def test_reducer_aggregates_two_topics_persists_and_resumes_without_double
     await _rewind_group(broker.bootstrap, node_env["KAFKA_CONSUMER_GROUP"], [placed, paid])
 
     node = cls()
-    try:
-        await node.initialize()
+    async with running(node, reader):
         assert node.state["events"] == 5  # resumed from the store
         await testing.send_event(broker.bootstrap, paid, "shop.order_paid", {"amount": 5})
         await reader.wait_for(
@@ -205,9 +189,6 @@ async def test_reducer_aggregates_two_topics_persists_and_resumes_without_double
         assert node.metrics.counters["onex_messages_consumed_total"] >= 6
         assert node.state["counts"] == {"order-placed": 3, "order-paid": 3}
         assert max(states(reader)) == 6, states(reader)
-    finally:
-        await node.shutdown()
-        reader.close()
     assert _stored_events(db) == 6
 
 
@@ -376,8 +357,7 @@ async def test_node_announces_again_when_the_registry_asks(
     node = project.node_class()()
     reader = testing.TopicReader(broker.bootstrap, [naming.introspection_topic(env)])
     key = str(node.identity.node_id).encode()
-    try:
-        await node.initialize()
+    async with running(node, reader):
         await reader.wait_for(lambda m: m.key() == key, timeout_s=20)
         # The request consumer joins its group in the background and starts at the end of
         # the topic, so ask until the answer comes (a registry asks once, at its start).
@@ -418,6 +398,3 @@ async def test_node_announces_again_when_the_registry_asks(
             for m in reader.records
             if testing.envelope_of(m).correlation_id == other.correlation_id
         ]
-    finally:
-        await node.shutdown()
-        reader.close()

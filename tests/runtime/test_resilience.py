@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Broker, RenderedNode, set_node_env
+from .conftest import Broker, RenderedNode, running, set_node_env
 
 
 async def test_broker_absent_at_start_then_started_node_announces(
@@ -71,8 +71,7 @@ async def test_breaker_opens_on_an_unreachable_broker_and_health_says_so(
         BREAKER_RESET_S="60",
     )
     node = project.node_class()()
-    try:
-        await node.initialize()
+    async with running(node):
         with pytest.raises(publisher_mod.PublishError) as failure:
             await node.publisher.publish("test.event", {"n": 1}, topic="rt-breaker")
         assert failure.value.attempts == 2
@@ -93,8 +92,6 @@ async def test_breaker_opens_on_an_unreachable_broker_and_health_says_so(
             if line.startswith("onex_publisher_breaker_state{")
         )
         assert line.endswith(" 2")
-    finally:
-        await node.shutdown()
 
 
 async def test_an_event_that_can_never_be_delivered_is_dead_lettered(
@@ -107,8 +104,7 @@ async def test_an_event_that_can_never_be_delivered_is_dead_lettered(
     node = project.node_class()()
     topic = f"{node_env['KAFKA_ENVIRONMENT']}.too-big"
     reader = testing.TopicReader(broker.bootstrap, [naming.dead_letter_topic(topic)])
-    try:
-        await node.initialize()
+    async with running(node, reader):
         with pytest.raises(publisher_mod.PublishError) as failure:
             blob = {"blob": "x" * 2_000_000}
             await node.publisher.publish("test.big", blob, topic=topic, key="big")
@@ -121,9 +117,6 @@ async def test_an_event_that_can_never_be_delivered_is_dead_lettered(
         assert letter["attempts"] == 1  # too large is not retried
         assert "size" in letter["error"].lower() or "large" in letter["error"].lower()
         assert node.metrics.counters["onex_events_dead_lettered_total"] == 1
-    finally:
-        await node.shutdown()
-        reader.close()
 
 
 async def test_failing_handler_is_retried_then_failed_event_and_dead_letter(
@@ -149,8 +142,7 @@ async def test_failing_handler_is_retried_then_failed_event_and_dead_letter(
         broker.bootstrap, [node.topics["failed"], naming.dead_letter_topic(command_topic)]
     )
     correlation_id = uuid.uuid4()
-    try:
-        await node.initialize()
+    async with running(node, reader):
         command = await testing.send_event(
             broker.bootstrap, command_topic, "t.cmd", {"data": {}}, correlation_id=correlation_id
         )
@@ -166,9 +158,6 @@ async def test_failing_handler_is_retried_then_failed_event_and_dead_letter(
         assert "downstream database refused" in letter["error"]
         assert json.loads(letter["original"])["event_id"] == str(command.event_id)
         assert len(calls) == 3
-    finally:
-        await node.shutdown()
-        reader.close()
 
 
 async def test_garbage_is_dead_lettered_and_the_loop_keeps_going(
@@ -182,8 +171,7 @@ async def test_garbage_is_dead_lettered_and_the_loop_keeps_going(
     reader = testing.TopicReader(
         broker.bootstrap, [naming.dead_letter_topic(command_topic), node.topics["completed"]]
     )
-    try:
-        await node.initialize()
+    async with running(node, reader):
         await testing.send_raw(broker.bootstrap, command_topic, b"\xff\xfe garbage", key="g1")
         await testing.send_raw(broker.bootstrap, command_topic, b'{"event_type": ""}', key="g2")
         good = await testing.send_event(
@@ -202,9 +190,6 @@ async def test_garbage_is_dead_lettered_and_the_loop_keeps_going(
         assert all("not a valid event envelope" in letter["error"] for letter in letters)
         assert all(letter["attempts"] == 0 for letter in letters)
         assert node.consumers[0].running
-    finally:
-        await node.shutdown()
-        reader.close()
 
 
 async def test_broker_restart_mid_stream_loses_and_duplicates_nothing(
@@ -256,8 +241,7 @@ async def test_broker_restart_mid_stream_loses_and_duplicates_nothing(
             await asyncio.gather(*(publish(i) for i in range(start, start + 5)))
             await asyncio.sleep(0.1)
 
-    try:
-        await node.initialize()
+    async with running(node):
         task = asyncio.create_task(producer())
         await asyncio.wait_for(enough.wait(), 30)
         await asyncio.to_thread(tansu.stop)
@@ -265,8 +249,6 @@ async def test_broker_restart_mid_stream_loses_and_duplicates_nothing(
         await asyncio.to_thread(tansu.start)
         restarted_at = time.monotonic()
         await asyncio.wait_for(task, 120)
-    finally:
-        await node.shutdown()
 
     assert len(confirmed) + len(failed) == total
     reader = testing.TopicReader(tansu.bootstrap, [topic])
@@ -312,8 +294,7 @@ async def test_commands_survive_a_broker_restart_on_apache_kafka(
             )
             sent.append(correlation_id)
 
-    try:
-        await node.initialize()
+    async with running(node):
         await send(20)
         await asyncio.to_thread(apache_private.stop)
         await asyncio.sleep(2)
@@ -330,8 +311,6 @@ async def test_commands_survive_a_broker_restart_on_apache_kafka(
             records = await reader.drain(quiet_s=2.0)
         finally:
             reader.close()
-    finally:
-        await node.shutdown()
     seen = [testing.envelope_of(m).correlation_id for m in records]
     assert set(seen) == set(sent)
     print(f"commands={len(sent)} completed={len(seen)} duplicates={len(seen) - len(set(seen))}")

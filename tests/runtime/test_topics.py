@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import ConfigResource
 
-from .conftest import Broker, RenderedNode, set_node_env
+from .conftest import Broker, RenderedNode, running, set_node_env
 
 
 @pytest.fixture
@@ -228,8 +228,7 @@ async def test_a_node_creates_its_topics_with_the_replication_settings(
     project = rendered["effect"]
     naming = project.module("runtime.naming")
     node = project.node_class()()
-    try:
-        await node.initialize()
+    async with running(node):
         assert node.topic_replication is not None
         brokers = len(
             AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=10).brokers
@@ -249,8 +248,6 @@ async def test_a_node_creates_its_topics_with_the_replication_settings(
         assert configs["min.insync.replicas"] == str(node.topic_replication.min_insync_replicas)
         introspection = _configs(broker.bootstrap, naming.introspection_topic(env_name))
         assert introspection["cleanup.policy"] == "compact"
-    finally:
-        await node.shutdown()
 
 
 async def test_replication_the_cluster_cannot_hold_keeps_the_node_unready_with_the_reason(

@@ -47,6 +47,7 @@ def modules(rendered: dict[str, RenderedNode]) -> Any:
     class Modules:
         events = project.module("runtime.events")
         publisher = project.module("runtime.publisher")
+        event_records = project.module("runtime.event_records")
 
     return Modules
 
@@ -86,7 +87,7 @@ def test_hot_path_bytes_equal_the_models_bytes(
     envelope, value, headers = publisher._encode(
         "omninode.wire.event.tested.v1",
         payload,
-        publisher_mod._correlation(correlation),
+        modules.event_records.correlation_pair(correlation),
         causation,
     )
     model = reference(events, envelope, payload)

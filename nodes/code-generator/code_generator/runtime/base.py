@@ -1,4 +1,4 @@
-"""What every node type shares: identity, context, lifecycle, announcement, heartbeat.
+"""What every node type shares: lifecycle, health, consumers, Kafka topics.
 
 ``initialize()``: health server → resources and owner ``on_start`` → connect to
 Kafka (in the background if it is absent, with ``/health`` saying why) → publish
@@ -6,32 +6,33 @@ the introspection event and await the broker's confirmation → consumers,
 heartbeat, broker probe. ``shutdown()`` (bounded by ``SHUTDOWN_GRACE_S``): stop
 intake → finish in-flight work and commit → owner ``on_stop`` → shutdown event
 and introspection tombstone → flush → close.
+
+Beside it: ``identity`` (``NodeAnswers``, ``NodeIdentity``), ``context``
+(``NodeContext``, what owner code gets) and ``announcements`` (introspection,
+heartbeat, shutdown event). Those names are importable from here too, as they
+always were.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 from . import kafka_logs, naming, provenance, topics
+from .announcements import NodeAnnouncements
 from .config import NodeSettings
 from .consumer import ConsumedMessage, EventConsumer
-from .events import (
-    HealthStatus,
-    ModelIntrospectionRequest,
-    ModelNodeHeartbeatEvent,
-    ModelNodeIntrospectionEvent,
-    ModelNodeShutdownEvent,
-)
+from .context import NodeContext
 from .health import HealthServer
+from .identity import NodeAnswers, NodeIdentity
 from .metrics import Metrics
 from .publisher import EventPublisher, PublishError
 from .resilience import BreakerState, CircuitBreaker, CircuitOpenError, backoff_delay
 from .signing import DiscoverySigner
+
+__all__ = ["WAIT_REPORT_S", "NodeAnswers", "NodeBase", "NodeContext", "NodeIdentity"]
 
 log = logging.getLogger(__name__)
 
@@ -39,127 +40,7 @@ log = logging.getLogger(__name__)
 WAIT_REPORT_S = 30.0
 
 
-@dataclass(frozen=True)
-class NodeAnswers:
-    """The generation-time answers ``node.py`` bakes in; the environment may override the
-    deployment-specific ones (service name, version, port, Kafka address, environment)."""
-
-    node_name: str
-    node_type: naming.NodeType
-    service_name: str
-    domain: str
-    version: str
-    description: str = ""
-    actions: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()
-    http_port: int = 8000
-    kafka_bootstrap_servers: str = "localhost:9092"
-    kafka_environment: str = "dev"
-    protocols: tuple[str, ...] = ("kafka", "http")
-    metadata: Mapping[str, str] = field(default_factory=dict)
-    settings_defaults: Mapping[str, Any] = field(default_factory=dict)
-
-    def load_settings(self, **overrides: Any) -> NodeSettings:
-        """Settings from the environment, falling back to these answers."""
-        defaults: dict[str, Any] = {
-            "service_name": self.service_name,
-            "service_version": self.version,
-            "service_port": self.http_port,
-            "kafka_bootstrap_servers": self.kafka_bootstrap_servers,
-            "kafka_environment": self.kafka_environment,
-            **self.settings_defaults,
-            **overrides,
-        }
-        return NodeSettings(**defaults)
-
-
-@dataclass(frozen=True)
-class NodeIdentity:
-    node_id: uuid.UUID
-    node_name: str
-    node_type: naming.NodeType
-    service_name: str
-    domain: str
-    version: str
-    instance_id: str
-    description: str
-    actions: tuple[str, ...]
-    tags: tuple[str, ...]
-
-    @classmethod
-    def from_answers(cls, answers: NodeAnswers, settings: NodeSettings) -> NodeIdentity:
-        instance_id = settings.effective_instance_id
-        return cls(
-            node_id=naming.node_id_for(settings.service_name, instance_id),
-            node_name=answers.node_name,
-            node_type=answers.node_type,
-            service_name=settings.service_name,
-            domain=answers.domain,
-            version=settings.service_version,
-            instance_id=instance_id,
-            description=answers.description,
-            actions=answers.actions,
-            tags=answers.tags,
-        )
-
-
-class NodeContext:
-    """What owner code gets: identity, settings, publisher, logger, topics, resources,
-    owned background tasks (``spawn``) and readiness reasons for ``/health``."""
-
-    def __init__(
-        self,
-        identity: NodeIdentity,
-        settings: NodeSettings,
-        publisher: EventPublisher,
-        metrics: Metrics,
-        topics: dict[str, str],
-    ) -> None:
-        self.identity = identity
-        self.settings = settings
-        self.publisher = publisher
-        self.metrics = metrics
-        self.topics = topics
-        self.logger = logging.getLogger(f"onex.{identity.service_name}")
-        self.resources: dict[str, Any] = {}
-        self.not_ready: dict[str, str] = {}
-        self.active_operations = 0
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    @property
-    def environment(self) -> str:
-        return self.settings.kafka_environment
-
-    def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
-        """Start a background task the node owns: cancelled and awaited on shutdown; a crash is logged."""
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.logger.error(
-                "background task %s failed", task.get_name(), exc_info=task.exception()
-            )
-
-    def set_not_ready(self, key: str, reason: str) -> None:
-        """Make ``/health`` answer 503 with ``reason`` until ``set_ready(key)``."""
-        self.not_ready[key] = reason
-
-    def set_ready(self, key: str) -> None:
-        self.not_ready.pop(key, None)
-
-    async def cancel_tasks(self, timeout_s: float) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=max(0.1, timeout_s))
-
-
-class NodeBase:
+class NodeBase(NodeAnnouncements):
     """Lifecycle shared by the four node types; subclasses add their consumers and hooks."""
 
     node_type: ClassVar[naming.NodeType]
@@ -237,7 +118,7 @@ class NodeBase:
             lambda: 0.0 if self.readiness_reasons() else 1.0,
         )
 
-    # -- hooks for node types ----------------------------------------------------
+    # -- hooks for node types ----------------------------------------------------------
 
     def input_events(self) -> tuple[str, ...]:
         return ()
@@ -260,7 +141,7 @@ class NodeBase:
     async def close_resources(self) -> None:
         """Close what ``open_resources`` opened."""
 
-    # -- health ------------------------------------------------------------------
+    # -- health ------------------------------------------------------------------------
 
     def readiness_reasons(self) -> list[str]:
         reasons: list[str] = []
@@ -301,7 +182,7 @@ class NodeBase:
             host = f"[{host}]"
         return f"http://{host}:{port}/health"
 
-    # -- lifecycle -----------------------------------------------------------------
+    # -- lifecycle ---------------------------------------------------------------------
 
     async def initialize(self) -> None:
         """Start the node. Returns once announced, or after ``KAFKA_CONNECT_WAIT_S`` while the
@@ -374,6 +255,8 @@ class NodeBase:
         self.context.spawn(self._heartbeat_loop(), name="heartbeat")
         self.context.spawn(self._probe_loop(), name="kafka-probe")
 
+    # -- topics, consumers, publishing -------------------------------------------------
+
     def topics_to_create(self) -> list[str]:
         """The node's topics and their dead-letter topics."""
         own = list(self.topics.values())
@@ -431,73 +314,6 @@ class NodeBase:
                 ", ".join(report.not_allowed),
             )
 
-    def introspection_event(
-        self, correlation_id: uuid.UUID | None = None
-    ) -> ModelNodeIntrospectionEvent:
-        ident = self.identity
-        return ModelNodeIntrospectionEvent.create_from_node_info(
-            node_id=ident.node_id,
-            node_name=naming.class_name(ident.node_name, ident.node_type),
-            version=ident.version,
-            node_type=ident.node_type,
-            service_name=ident.service_name,
-            domain=ident.domain,
-            instance_id=ident.instance_id,
-            actions=ident.actions,
-            protocols=self.answers.protocols,
-            metadata={**self.answers.metadata, **self.capability_metadata()},
-            # No tags among the answers: the defaults, [domain, node_type, service_name].
-            tags=ident.tags or None,
-            health_endpoint=self.health_endpoint,
-            description=ident.description,
-            template_version=self.template_version,
-            correlation_id=correlation_id,
-        )
-
-    def capability_metadata(self) -> dict[str, str]:
-        return {"class_name": naming.class_name(self.identity.node_name, self.identity.node_type)}
-
-    async def announce(self, correlation_id: uuid.UUID | None = None) -> None:
-        """Publish the introspection event keyed by node_id and await the broker's confirmation."""
-        event = self.introspection_event(correlation_id)
-        await self.publisher.publish(
-            naming.EVENT_NODE_INTROSPECTION,
-            event.model_dump(mode="json"),
-            correlation_id=event.correlation_id,
-            topic=naming.introspection_topic(self.settings.kafka_environment),
-            key=str(self.identity.node_id),
-            dead_letter=False,
-        )
-        self._announced = True
-        self.log.info(
-            "announced %s (node_id %s, template %s)",
-            self.identity.service_name,
-            self.identity.node_id,
-            self.template_version,
-        )
-
-    def _introspection_request_consumer(self) -> EventConsumer:
-        s = self.settings
-
-        async def on_request(message: ConsumedMessage) -> None:
-            assert message.envelope is not None
-            request = ModelIntrospectionRequest.model_validate(message.envelope.payload)
-            if request.service_name in (None, self.identity.service_name):
-                await self.announce(correlation_id=message.envelope.correlation_id)
-
-        # Every instance must see every request: one group per node id, starting at the end.
-        return EventConsumer(
-            name="introspection-requests",
-            topics=[naming.introspection_request_topic(s.kafka_environment)],
-            group_id=f"{s.consumer_group}.introspection.{self.identity.node_id}",
-            handler=on_request,
-            publisher=self.publisher,
-            kafka_config={**self.kafka_config, **s.consumer_timings()},
-            metrics=self.metrics,
-            max_retries=1,
-            auto_offset_reset="latest",
-        )
-
     def consumer(
         self,
         name: str,
@@ -522,36 +338,6 @@ class NodeBase:
             **options,
         )
 
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.heartbeat_interval_s)
-            await self.heartbeat()
-
-    async def heartbeat(self) -> None:
-        reasons = self.readiness_reasons()
-        status: HealthStatus = (
-            "healthy" if not reasons else "degraded" if self.connected.is_set() else "unhealthy"
-        )
-        event = ModelNodeHeartbeatEvent(
-            node_id=self.identity.node_id,
-            service_name=self.identity.service_name,
-            instance_id=self.identity.instance_id,
-            status=status,
-            uptime_s=self.metrics.uptime_s,
-            active_operations=self.context.active_operations,
-            reasons=reasons,
-        )
-        try:
-            await self.publisher.publish(
-                naming.EVENT_NODE_HEARTBEAT,
-                event.model_dump(mode="json"),
-                topic=naming.heartbeat_topic(self.settings.kafka_environment),
-                key=str(self.identity.node_id),
-                dead_letter=False,
-            )
-        except PublishError as exc:
-            self.log.warning("heartbeat not delivered: %s", exc)
-
     async def _probe_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.kafka_probe_interval_s)
@@ -572,6 +358,8 @@ class NodeBase:
                     raise
                 attempt += 1
                 await asyncio.sleep(backoff_delay(attempt, 0.5, 5.0))
+
+    # -- shutdown ----------------------------------------------------------------------
 
     async def shutdown(self) -> None:
         """Stop gracefully within ``SHUTDOWN_GRACE_S``; safe to call more than once."""
@@ -620,24 +408,6 @@ class NodeBase:
         finally:
             await self.health.stop()
         self.log.info("%s stopped", self.identity.service_name)
-
-    async def _publish_goodbye(self) -> None:
-        env = self.settings.kafka_environment
-        event = ModelNodeShutdownEvent(
-            node_id=self.identity.node_id,
-            service_name=self.identity.service_name,
-            instance_id=self.identity.instance_id,
-        )
-        key = str(self.identity.node_id)
-        await self.publisher.publish(
-            naming.EVENT_NODE_SHUTDOWN,
-            event.model_dump(mode="json"),
-            topic=naming.shutdown_topic(env),
-            key=key,
-            dead_letter=False,
-        )
-        # Remove this node from the compacted introspection snapshot.
-        await self.publisher.publish_tombstone(naming.introspection_topic(env), key)
 
     async def __aenter__(self) -> NodeBase:
         await self.initialize()

@@ -20,6 +20,13 @@ def test_a_cluster_asks_for_three_copies_two_in_sync() -> None:
     assert topic_replication(env) == (3, 2)
 
 
+def test_given_values_are_read_without_the_process_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KAFKA_TOPIC_MIN_INSYNC_REPLICAS", "2")
+    assert topic_replication({"KAFKA_TOPIC_REPLICATION_FACTOR": "3"}) == (3, 0)
+
+
 def test_a_bad_value_names_the_variable() -> None:
     with pytest.raises(ValueError, match="KAFKA_TOPIC_MIN_INSYNC_REPLICAS='two'"):
         topic_replication({"KAFKA_TOPIC_MIN_INSYNC_REPLICAS": "two"})

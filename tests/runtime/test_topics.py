@@ -4,6 +4,7 @@ defaulting to what the cluster can hold."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
@@ -163,6 +164,34 @@ def test_waiting_until_visible_polls_until_every_partition_has_a_leader(
     assert admin.polls == 1 + 3 + 1  # the first look, three without a leader, then visible
 
 
+def test_waiting_until_visible_waits_for_the_new_partitions_of_a_grown_topic(
+    topics_mod: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = _FakeAdmin({"small": 1})
+    grown_after = 3  # metadata shows the new partitions only from the third request after growth
+
+    def create_partitions(new: list[Any], operation_timeout: float) -> dict[str, _Future]:
+        admin.grown += new
+        shown_from = admin.polls + grown_after
+        original = admin.list_topics
+
+        def list_topics(timeout: float) -> Any:
+            metadata = original(timeout)
+            if admin.polls >= shown_from:
+                admin.sizes["small"] = 4
+            return metadata
+
+        monkeypatch.setattr(admin, "list_topics", list_topics)
+        return {p.topic: _Future() for p in new}
+
+    monkeypatch.setattr(admin, "create_partitions", create_partitions)
+    monkeypatch.setattr(topics_mod, "AdminClient", lambda config: admin)
+    report = topics_mod.ensure_topics({}, ["small"], partitions=4, wait_visible_s=5.0)
+    assert report.grown == {"small": 1}
+    assert admin.sizes["small"] == 4
+    assert admin.polls > 1 + grown_after  # without waiting for them: 2 (look, one poll)
+
+
 def test_waiting_until_visible_gives_up_naming_the_topics(
     topics_mod: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -186,7 +215,7 @@ def test_a_partition_count_grows_existing_topics_on_a_real_broker(
         pytest.skip(f"the broker creates topics with {before} partitions")
     report = topics_mod.ensure_topics(config, [small, new], partitions=4, wait_visible_s=30.0)
     assert report.created == [new]
-    topics = admin.list_topics(timeout=10).topics
+    topics = _metadata_showing(admin, {new: 4, small: 1 if broker.kind == "tansu" else 4})
     assert len(topics[new].partitions) == 4
     if broker.kind == "tansu":  # Tansu has no CreatePartitions: reported, the topic stays usable
         assert report.grown == {}
@@ -197,6 +226,22 @@ def test_a_partition_count_grows_existing_topics_on_a_real_broker(
     assert all(topics_mod.has_leaders(topics[name]) for name in (small, new))
     again = topics_mod.ensure_topics(config, [small, new], partitions=4)
     assert again.created == [] and again.grown == {}
+
+
+def _metadata_showing(admin: AdminClient, partitions: dict[str, int]) -> dict[str, Any]:
+    """Topic metadata once it shows ``partitions`` (name -> count); a cluster's brokers learn
+    of new partitions one after another, and this client may ask another broker than the
+    one ``ensure_topics`` last asked. After 10 s, the metadata as it is."""
+    deadline = time.monotonic() + 10.0
+    while True:
+        topics: dict[str, Any] = admin.list_topics(timeout=10).topics
+        shown = all(
+            name in topics and len(topics[name].partitions) >= count
+            for name, count in partitions.items()
+        )
+        if shown or time.monotonic() > deadline:
+            return topics
+        time.sleep(0.1)
 
 
 def _configs(bootstrap: str, topic: str) -> dict[str, str]:

@@ -76,7 +76,24 @@ def topic_settings(environ: Mapping[str, str] | None = None) -> TopicSettings:
         return TopicSettings()
     fields = TopicSettings.model_fields
     values = {key.lower(): value for key, value in environ.items() if key.lower() in fields}
-    return TopicSettings.model_validate(values)
+    return _GivenTopicSettings(**values)
+
+
+class _GivenTopicSettings(TopicSettings):
+    """``TopicSettings`` from the values given only (no process environment, no ``.env``)."""
+
+    model_config = SettingsConfigDict(title="TopicSettings")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
 
 
 class NodeSettings(TopicSettings):

@@ -153,7 +153,11 @@ def ensure_topics(
         _grow(admin, small, partitions, timeout_s, report)
     if wait_visible_s > 0:
         skip = set(report.not_allowed)
-        wait_until_visible(admin, [n for n in wanted if n not in skip], wait_visible_s)
+        # A grown topic counts once its new partitions show too: a consumer that looked
+        # earlier would not be assigned them until its next metadata refresh.
+        floor = {name: partitions for name in [*report.created, *report.grown]}
+        visible = [n for n in wanted if n not in skip]
+        wait_until_visible(admin, visible, wait_visible_s, min_partitions=floor)
     return report
 
 
@@ -204,16 +208,28 @@ def _code(error: KafkaException) -> Any:
     return err.code() if isinstance(err, KafkaError) else None
 
 
-def wait_until_visible(admin: AdminClient, names: Iterable[str], timeout_s: float) -> None:
-    """Poll metadata until ``names`` all exist with a leader on every partition."""
+def wait_until_visible(
+    admin: AdminClient,
+    names: Iterable[str],
+    timeout_s: float,
+    min_partitions: Mapping[str, int] | None = None,
+) -> None:
+    """Poll metadata until ``names`` all exist with a leader on every partition (and at least
+    ``min_partitions[name]`` partitions, where given)."""
     deadline = time.monotonic() + timeout_s
     pending = list(names)
+    floor = min_partitions or {}
     while True:
         try:
             metadata = admin.list_topics(timeout=max(0.1, deadline - time.monotonic()))
         except KafkaException as error:
             raise TopicSetupError(f"cannot list Kafka topics: {error}") from error
-        pending = [name for name in pending if not has_leaders(metadata.topics.get(name))]
+        pending = [
+            name
+            for name in pending
+            if not has_leaders(metadata.topics.get(name))
+            or len(metadata.topics[name].partitions) < floor.get(name, 0)
+        ]
         if not pending:
             return
         if time.monotonic() >= deadline:

@@ -75,7 +75,9 @@ def topic_settings(environ: Mapping[str, str] | None = None) -> TopicSettings:
     if environ is None:
         return TopicSettings()
     fields = TopicSettings.model_fields
-    values = {key.lower(): value for key, value in environ.items() if key.lower() in fields}
+    values: dict[str, Any] = {
+        key.lower(): value for key, value in environ.items() if key.lower() in fields
+    }
     return _GivenTopicSettings(**values)
 
 

@@ -27,13 +27,13 @@ ENV_TEMPLATE = ".env.template"
 ENV_FILE = ".env"
 _ASSIGNMENT = re.compile(r"^\s*#?\s*(?:export\s+)?([A-Z][A-Z0-9_]*)=(.*)$")
 _ACTIVE_ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?([A-Z][A-Z0-9_]*)=")
-_SKIP_DIRS = {".git", ".venv", "venv", "node_modules", "__pycache__", ".mypy_cache", ".nox"}
 
 
-def _conflict_rule() -> ModuleType:
-    """``conflicts.py`` from beside this file: the conflict rule onex_scaffold uses too."""
-    path = Path(__file__).resolve().with_name("conflicts.py")
-    spec = importlib.util.spec_from_file_location("onex_template_conflicts", path)
+def _project_files() -> ModuleType:
+    """``project_files.py`` from beside this file: the folders to skip and the conflict rule
+    onex_scaffold uses too."""
+    path = Path(__file__).resolve().with_name("project_files.py")
+    spec = importlib.util.spec_from_file_location("onex_template_project_files", path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
@@ -79,18 +79,18 @@ def sync_env(project: Path, version_to: str) -> list[str]:
 
 def leftovers(project: Path) -> tuple[list[Path], list[Path]]:
     """(files with unresolved update conflict markers, ``*.rej`` files)."""
-    has_conflict_markers = _conflict_rule().has_conflict_markers
+    rules = _project_files()
     conflicted: list[Path] = []
     rejects: list[Path] = []
     for root, dirs, files in os.walk(project):
-        dirs[:] = [d for d in dirs if d not in _SKIP_DIRS]
+        dirs[:] = [d for d in dirs if d not in rules.SKIPPED_DIRS]
         for name in files:
             path = Path(root, name)
             if name.endswith(".rej"):
                 rejects.append(path.relative_to(project))
                 continue
             try:
-                if has_conflict_markers(path.read_bytes()):
+                if rules.has_conflict_markers(path.read_bytes()):
                     conflicted.append(path.relative_to(project))
             except OSError:
                 continue

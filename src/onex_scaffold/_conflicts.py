@@ -5,7 +5,7 @@ template's update migration: a file holds an unresolved conflict when it has bot
 opening one (``<<<<<<< ``) and a line closing one (``>>>>>>> ``). A lone ``=======``
 (Markdown underline) or a single marker in prose is not a conflict.
 
-The rule lives in the template's ``extensions/conflicts.py`` (stdlib-only), not here: the
+The rule lives in the template's ``extensions/project_files.py`` (stdlib-only), not here: the
 migration runs inside plain ``copier update``, where this package may not be installed,
 and the wheel ships ``extensions/`` with the template, so this module loads that file.
 """
@@ -24,8 +24,8 @@ __all__ = ["has_conflict_markers", "leftovers"]
 
 def has_conflict_markers(data: bytes) -> bool:
     """Whether ``data`` (a file's bytes) holds an unresolved merge conflict
-    (the rule of ``extensions/conflicts.py``)."""
-    return bool(load_extension_module("conflicts").has_conflict_markers(data))
+    (the rule of ``extensions/project_files.py``)."""
+    return bool(load_extension_module("project_files").has_conflict_markers(data))
 
 
 def leftovers(project: str | os.PathLike[str]) -> list[str]:

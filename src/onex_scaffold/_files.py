@@ -1,7 +1,10 @@
 """Folders never looked into when a node or the template is copied, compared or scanned.
 
-One list for the staging copy of a node, the template snapshot, the leftovers scan and the
-re-render comparison: version control, virtual environments and tool caches.
+One list for the staging copy of a node, the template snapshot, the leftovers scan, the
+re-render comparison and the template's update migration: version control, virtual
+environments and tool caches. It lives in the template's ``extensions/project_files.py``
+(stdlib-only) because the migration runs inside plain Copier, where this package may not be
+installed; the wheel ships ``extensions/`` with the template.
 """
 
 from __future__ import annotations
@@ -10,23 +13,11 @@ import os
 from pathlib import Path
 from typing import Final
 
+from onex_scaffold._template import load_extension_module
+
 __all__ = ["SKIPPED_DIRS", "relative_files"]
 
-SKIPPED_DIRS: Final = frozenset(
-    {
-        ".git",
-        ".venv",
-        "venv",
-        ".nox",
-        ".tox",
-        "node_modules",
-        "__pycache__",
-        ".mypy_cache",
-        ".pytest_cache",
-        ".ruff_cache",
-        ".onex-dev",
-    }
-)
+SKIPPED_DIRS: Final[frozenset[str]] = frozenset(load_extension_module("project_files").SKIPPED_DIRS)
 
 
 def relative_files(root: Path) -> list[str]:

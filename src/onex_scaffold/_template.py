@@ -27,7 +27,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Final, Protocol, cast
 
-from onex_scaffold._files import SKIPPED_DIRS
 from onex_scaffold._git import toplevel
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -57,6 +56,9 @@ def template_root() -> Path:
 def copy_template(destination: Path, root: Path | None = None) -> Path:
     """Copy the template's parts (:data:`TEMPLATE_PARTS`) from ``root`` (default: the
     bundled template) into ``destination``, tool caches left out; returns ``destination``."""
+    # Imported here: _files reads its list from the template through this module.
+    from onex_scaffold._files import SKIPPED_DIRS
+
     source_root = root if root is not None else template_root()
     ignore = shutil.ignore_patterns(*SKIPPED_DIRS, "*.pyc", "*.pyo")
     destination.mkdir(parents=True, exist_ok=True)
@@ -178,7 +180,8 @@ def load_runtime_module(name: str) -> ModuleType:
 def load_extension_module(name: str) -> ModuleType:
     """Import the template's ``extensions/<name>.py`` as ``onex_scaffold._extensions.<name>``.
 
-    For stdlib-only rules the template's own scripts share with this package (``conflicts``):
+    For stdlib-only rules the template's own scripts share with this package
+    (``project_files``: the folders to skip, the conflict rule):
     the scripts run where this package may not be installed, so the file lives there.
     """
     return _load_template_module("onex_scaffold._extensions", Path("extensions"), name)

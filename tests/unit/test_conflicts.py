@@ -1,5 +1,6 @@
-"""One conflict-marker rule (``extensions/conflicts.py``) for the template's update migration
-and for ``onex_scaffold`` (Stage 4.5's update gate, ``leftovers``)."""
+"""One conflict-marker rule and one list of folders to skip (``extensions/project_files.py``)
+for the template's update migration and for ``onex_scaffold`` (Stage 4.5's update gate,
+``leftovers``, the staging copy and snapshots)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from helpers import REPO_ROOT
 
 from onex_scaffold import leftovers
 from onex_scaffold._conflicts import has_conflict_markers
+from onex_scaffold._files import SKIPPED_DIRS
 from onex_scaffold._template import load_extension_module, template_root
 
 UPDATE_CONFLICT = b"a\n<<<<<<< before updating\nmine\n=======\ntheirs\n>>>>>>> after updating\n"
@@ -44,8 +46,8 @@ def test_the_rule(data: bytes, conflict: bool) -> None:
 
 
 def test_the_package_uses_the_templates_rule_file() -> None:
-    rule = load_extension_module("conflicts")
-    assert Path(str(rule.__file__)) == template_root() / "extensions" / "conflicts.py"
+    rule = load_extension_module("project_files")
+    assert Path(str(rule.__file__)) == template_root() / "extensions" / "project_files.py"
     assert rule.has_conflict_markers(GIT_CONFLICT)
 
 
@@ -60,6 +62,9 @@ def test_the_migration_and_leftovers_flag_the_same_files(tmp_path: Path) -> None
     (tmp_path / "handlers.py").write_bytes(GIT_CONFLICT)
     (tmp_path / "notes.md").write_bytes(b"Notes\n=======\n")
     (tmp_path / "node.py.rej").write_bytes(b"@@ -1 +1 @@\n")
+    for skipped in (".onex-dev", ".ruff_cache", ".venv"):  # never the owner's files
+        (tmp_path / skipped).mkdir()
+        (tmp_path / skipped / "copy.py").write_bytes(GIT_CONFLICT)
 
     conflicted, rejects = _migrate().leftovers(tmp_path)
 
@@ -67,3 +72,9 @@ def test_the_migration_and_leftovers_flag_the_same_files(tmp_path: Path) -> None
     assert rejects == [Path("node.py.rej")]
     flagged = {problem.split(":")[0] for problem in leftovers(tmp_path)}
     assert flagged == {"README.md", "handlers.py", "node.py.rej"}
+
+
+def test_the_package_skips_the_templates_folder_list() -> None:
+    rules = load_extension_module("project_files")
+    assert SKIPPED_DIRS == rules.SKIPPED_DIRS
+    assert {".git", ".venv", ".onex-dev", "__pycache__"} <= SKIPPED_DIRS

@@ -49,7 +49,7 @@ def node_source(folder: str) -> Path:
     )
 
 
-def registry_version(source: Path) -> str:
+def node_version(source: Path) -> str:
     """The template version a node folder was rendered from (its answers file)."""
     try:
         answers = yaml.safe_load((source / ".copier-answers.yml").read_text()) or {}
@@ -58,7 +58,7 @@ def registry_version(source: Path) -> str:
     return str(answers.get("version", "unknown"))
 
 
-def probe_registry(url: str) -> str | None:
+def probe_node(url: str) -> str | None:
     """None when the node's /health answers 200 (ready); otherwise its reasons."""
     health = url.rstrip("/") + "/health"
     try:

@@ -18,8 +18,8 @@ from onex_scaffold.devstack.node_service import (
     NodeService,
     node_launch_env,
     node_source,
-    probe_registry,
-    registry_version,
+    node_version,
+    probe_node,
 )
 from onex_scaffold.devstack.state import ServiceRecord
 
@@ -93,7 +93,7 @@ class PipelineStageService(NodeService):
             argv=[sys.executable, "-m", "onex_scaffold.pipeline.launch", str(source)],
             ports={"http": port},
             provides={url_var(self.folder): f"http://127.0.0.1:{port}"},
-            version=registry_version(source),
+            version=node_version(source),
             kind="onex-pipeline-stage",
             cwd=source,
             env=env,
@@ -103,4 +103,4 @@ class PipelineStageService(NodeService):
         url = record.env.get(url_var(self.folder))
         if not url:
             return "no address recorded"
-        return probe_registry(url)
+        return probe_node(url)

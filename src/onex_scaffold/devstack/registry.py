@@ -18,10 +18,14 @@ from onex_scaffold.devstack.node_service import (
     NodeService,
     node_launch_env,
     node_source,
-    probe_registry,
-    registry_version,
+    node_version,
+    probe_node,
 )
 from onex_scaffold.devstack.state import ServiceRecord
+
+# The registry's names for the shared node helpers (tests and benchmarks probe it by them).
+probe_registry = probe_node
+registry_version = node_version
 
 # Importable from here as before (tests, benchmarks and the pipeline's stages use them).
 __all__ = [
@@ -97,7 +101,7 @@ class RegistryService(NodeService):
             argv=[sys.executable, "start_node.py"],
             ports={"http": port},
             provides={var: url},
-            version=registry_version(source),
+            version=node_version(source),
             kind="onex-registry",
             cwd=source,
             env=env,
@@ -105,5 +109,5 @@ class RegistryService(NodeService):
 
     def probe(self, record: ServiceRecord) -> str | None:
         if "http" in record.ports:
-            return probe_registry(f"http://127.0.0.1:{record.ports['http']}")
-        return probe_registry(record.env[REGISTRY_VAR])
+            return probe_node(f"http://127.0.0.1:{record.ports['http']}")
+        return probe_node(record.env[REGISTRY_VAR])

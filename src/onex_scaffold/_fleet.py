@@ -140,37 +140,69 @@ def _tag_key(tag: str) -> Version | None:
         return None
 
 
-def newest_template_version(source: str | None = None) -> str:
-    """The version a node rendered now from ``source`` would record (Copier's ``_commit``).
+def template_checkout(source: str | None = None) -> Path | None:
+    """The local git checkout of the template named by ``source`` (None for a git URL).
 
-    A local checkout renders its ``HEAD`` (``git describe --tags --always``); a git URL its
-    newest PEP 440 tag, else its ``HEAD`` commit. Default: the bundled template's checkout.
+    Default: the bundled template's checkout. Raises :class:`ConsulQueryError` for a folder
+    that is not the root of a git checkout.
     """
-    from onex_scaffold._git import GitError, git, toplevel
+    from onex_scaffold._git import toplevel
     from onex_scaffold._template import is_url, template_root
 
     if source and is_url(source):
-        tags = [
-            line.rsplit("refs/tags/", 1)[-1]
-            for line in git(Path.cwd(), "ls-remote", "--tags", "--refs", source).splitlines()
-        ]
-        versioned = [(key, tag) for tag in tags if (key := _tag_key(tag)) is not None]
-        if versioned:
-            return max(versioned)[1]
-        head = git(Path.cwd(), "ls-remote", source, "HEAD").split()
-        if not head:
-            raise ConsulQueryError(f"{source} has no tags and no HEAD; is it a template?")
-        return head[0][:7]
+        return None
     folder = Path(source).expanduser().resolve() if source else template_root()
     if toplevel(folder) != folder:
         raise ConsulQueryError(
             f"{folder} is not a git checkout of the template: pass --template with a "
             "checkout or the template's git URL"
         )
-    try:
-        return git(folder, "describe", "--tags", "--always", "HEAD").strip()
-    except GitError as error:
-        raise ConsulQueryError(str(error)) from error
+    return folder
+
+
+def newest_template_version(source: str | None = None) -> str:
+    """The version a node rendered now from ``source`` would record (Copier's ``_commit``).
+
+    A local checkout renders its ``HEAD`` (``git describe --tags --always``); a git URL its
+    newest PEP 440 tag, else its ``HEAD`` commit. Default: the bundled template's checkout.
+    """
+    from onex_scaffold._git import GitError, git
+
+    folder = template_checkout(source)
+    if folder is not None:
+        try:
+            return git(folder, "describe", "--tags", "--always", "HEAD").strip()
+        except GitError as error:
+            raise ConsulQueryError(str(error)) from error
+    url = str(source)  # only a URL has no checkout
+    tags = [
+        line.rsplit("refs/tags/", 1)[-1]
+        for line in git(Path.cwd(), "ls-remote", "--tags", "--refs", url).splitlines()
+    ]
+    versioned = [(key, tag) for tag in tags if (key := _tag_key(tag)) is not None]
+    if versioned:
+        return max(versioned)[1]
+    head = git(Path.cwd(), "ls-remote", url, "HEAD").split()
+    if not head:
+        raise ConsulQueryError(f"{url} has no tags and no HEAD; is it a template?")
+    return head[0][:7]
+
+
+def template_unchanged_since(checkout: Path, recorded: str) -> bool:
+    """Whether the template's parts in ``checkout`` are at ``HEAD`` what they were at
+    ``recorded`` (a node's ``_commit``): an update would then change none of its files.
+
+    False when ``recorded`` is not a commit of this checkout (another fork, a lost commit).
+    """
+    from onex_scaffold._git import has_commit, run_git
+    from onex_scaffold._template import TEMPLATE_PARTS
+
+    match = _DESCRIBED.match(recorded)
+    revision = match["sha"] if match else recorded
+    if not revision or revision.startswith("-") or not has_commit(checkout, revision):
+        return False
+    diff = run_git(checkout, "diff", "--quiet", revision, "HEAD", "--", *TEMPLATE_PARTS)
+    return diff.returncode == 0
 
 
 def is_outdated(recorded: str, newest: str) -> bool:
@@ -198,6 +230,23 @@ def is_outdated(recorded: str, newest: str) -> bool:
     return mine is None or mine < theirs
 
 
-def outdated_nodes(rows: list[NodeRow], newest: str) -> list[NodeRow]:
-    """The rows whose template version is behind ``newest``."""
-    return [row for row in rows if is_outdated(row.template_version, newest)]
+def outdated_nodes(rows: list[NodeRow], newest: str, checkout: Path | None = None) -> list[NodeRow]:
+    """The rows whose template version is behind ``newest``.
+
+    With the template's ``checkout``, a node made from an older commit whose template parts
+    have not changed since is current: between releases every commit of the repository moves
+    ``HEAD``, but only a change to the template gives its nodes something to update.
+    """
+    unchanged: dict[str, bool] = {}
+
+    def behind(row: NodeRow) -> bool:
+        if not is_outdated(row.template_version, newest):
+            return False
+        if checkout is None or not row.template_version:
+            return True
+        recorded = row.template_version
+        if recorded not in unchanged:
+            unchanged[recorded] = template_unchanged_since(checkout, recorded)
+        return not unchanged[recorded]
+
+    return [row for row in rows if behind(row)]

@@ -14,6 +14,7 @@ from onex_scaffold._fleet import (
     list_nodes,
     newest_template_version,
     outdated_nodes,
+    template_checkout,
 )
 
 
@@ -54,14 +55,14 @@ def run(args: argparse.Namespace) -> int:
             print(format_table(rows, args.service))
         return 0
     newest = newest_template_version(args.template)
-    behind = outdated_nodes(rows, newest)
+    behind = outdated_nodes(rows, newest, template_checkout(args.template))
     if args.json:
         print(json.dumps({"newest": newest, "outdated": [asdict(r) for r in behind]}, indent=2))
     elif behind:
         print(f"{len(behind)} of {len(rows)} node(s) behind template version {newest}:")
         print(format_table(behind))
     else:
-        print(f"all {len(rows)} node(s) run template version {newest}")
+        print(f"all {len(rows)} node(s) up to date with template version {newest}")
     return 1 if behind else 0
 
 

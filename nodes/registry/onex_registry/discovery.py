@@ -41,6 +41,7 @@ from .reannounce import REANNOUNCE_COOLDOWN_S, REANNOUNCE_MEMORY, ReannounceLimi
 from .reconcile import Reconciler
 from .record_decoding import EXPIRED_HEADER, PoisonRecordError
 from .registry_view import RegistryView
+from .runtime.consumer import consume_ready
 from .runtime.publisher import EventPublisher
 from .topic_setup import COMPACTED_TOPIC_CONFIG, TopicSetupError, ensure_discovery_topics
 
@@ -174,7 +175,7 @@ class DiscoveryConsumer(DiscoveryRecordHandler):
 
     def _poll(self) -> list[Message]:
         assert self._consumer is not None
-        return list(self._consumer.consume(num_messages=self._batch_size, timeout=0.2))
+        return consume_ready(self._consumer, self._batch_size, 0.2)
 
     def _close(self) -> None:
         consumer, self._consumer = self._consumer, None

@@ -30,6 +30,20 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def consume_ready(consumer: Consumer, max_messages: int, timeout_s: float) -> list[Message]:
+    """Up to ``max_messages`` records, waiting at most ``timeout_s`` for the first one only.
+
+    ``Consumer.consume(n, timeout)`` waits until it has ``n`` records or the timeout ends, so
+    a lone command would sit out the whole timeout at every hop between nodes. Waiting for
+    one record and then taking what is already fetched keeps batches under load and answers
+    a single command at once. Blocking: call it on the consumer's own thread.
+    """
+    first: list[Message] = consumer.consume(1, timeout_s)
+    if not first or max_messages <= 1:
+        return first
+    return first + consumer.consume(max_messages - 1, 0)
+
+
 class PermanentError(Exception):
     """Raise from a handler when retrying cannot help: the message is dead-lettered at once."""
 
@@ -201,8 +215,8 @@ class EventConsumer:
         assert consumer is not None
         try:
             while not self._stopping.is_set():
-                messages: list[Message] = await self._call(
-                    consumer.consume, self.batch_size, self.poll_timeout_s
+                messages = await self._call(
+                    consume_ready, consumer, self.batch_size, self.poll_timeout_s
                 )
                 done: dict[tuple[str, int], int] = {}
                 for message in messages:

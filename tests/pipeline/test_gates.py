@@ -3,13 +3,16 @@ each kind of breakage fails its own gate, with the finding where the break is.""
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
 from onex_scaffold import generate_node
 from onex_scaffold.pipeline import gates
+from onex_scaffold.pipeline.archive import node_files
 
 PARSED = {
     "node_type": "effect",
@@ -111,3 +114,20 @@ def test_mypy_cache_is_kept_per_toolchain(node: Path, tmp_path: Path) -> None:
     gates.run_gates(node, "full")
     root = tmp_path.parent / "gate-cache" / "mypy"
     assert [p.name for p in root.iterdir()] == [gates._mypy_toolchain()]
+
+
+def test_nodes_alike_but_for_their_name_share_no_mypy_cache_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Names of one length, files stamped with one time: mypy's cache test (path relative to
+    # the node, size, whole-second mtime) cannot tell these nodes' test files apart.
+    monkeypatch.setenv("ONEX_PIPELINE_CACHE", str(tmp_path / "gate-cache"))
+    stamp = int(time.time())
+    for name in ("batch-probe-a", "batch-probe-b"):
+        folder = tmp_path / name / "node"
+        stage, _ = generate_node({**PARSED, "service_name": name}, folder)
+        assert stage.status == "completed", stage.error
+        for rel in node_files(folder):
+            os.utime(folder / rel, (stamp, stamp))
+        result = gates.MypyStrict()(folder)
+        assert result.passed, [f.message for f in result.findings]

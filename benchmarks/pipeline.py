@@ -60,7 +60,11 @@ async def _bus_requests(kafka: str, environment: str, requests: list[PipelineReq
         started = time.perf_counter()
         results = await asyncio.gather(*(client.request(r, timeout_s=600) for r in requests))
         elapsed = time.perf_counter() - started
-    failed = [r.failure.reason for r in results if r.failure is not None]
+    failed = [
+        f"{r.failure.reason} {[f'{p.field}: {p.rule}' for p in r.failure.problems[:5]]}"
+        for r in results
+        if r.failure is not None
+    ]
     if failed:
         raise RuntimeError(f"pipeline requests failed: {failed[:3]}")
     return elapsed

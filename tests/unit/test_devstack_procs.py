@@ -34,6 +34,26 @@ def test_stop_ends_the_whole_process_group(tmp_path: Path) -> None:
     assert procs.stop(info) is False
 
 
+def test_stop_lets_a_draining_leader_finish_what_its_children_are_doing(tmp_path: Path) -> None:
+    # A node stopping gracefully while git runs under Copier: the git must not die under it.
+    leader = (
+        "import signal, subprocess, sys\n"
+        "child = subprocess.Popen(['sh', '-c', 'sleep 1; echo finished > child.out'])\n"
+        "signal.signal(signal.SIGTERM, lambda *_: None)\n"
+        "print('ready', flush=True)\n"
+        "sys.exit(child.wait())\n"
+    )
+    info = procs.spawn([sys.executable, "-c", leader], tmp_path / "log", dict(os.environ), tmp_path)
+    import time
+
+    deadline = time.monotonic() + 10
+    while "\nready\n" not in (tmp_path / "log").read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert procs.stop(info, signal.SIGTERM, grace_s=10) is True
+    assert (tmp_path / "child.out").read_text() == "finished\n"
+    assert procs.group_members(info.pid) == []
+
+
 def test_a_recycled_pid_is_not_ours(tmp_path: Path) -> None:
     info = procs.spawn(["sleep", "300"], tmp_path / "log", dict(os.environ), tmp_path)
     try:
@@ -56,7 +76,7 @@ def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
     import time
 
     deadline = time.monotonic() + 10
-    while "ready" not in (tmp_path / "log").read_text() and time.monotonic() < deadline:
+    while "\nready\n" not in (tmp_path / "log").read_text() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert procs.stop(info, signal.SIGTERM, grace_s=0.5) is True
     assert not procs.is_running(info)

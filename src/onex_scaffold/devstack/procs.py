@@ -105,7 +105,12 @@ def spawn(
 
 
 def stop(info: ProcessInfo, sig: signal.Signals = signal.SIGTERM, grace_s: float = 20.0) -> bool:
-    """Stop the process group of `info`; SIGKILL after `grace_s`. Returns True if it was running.
+    """Stop the process of `info` and its process group; SIGKILL after `grace_s`.
+
+    `sig` goes to the leader alone, the way ``docker stop`` stops a container: a node that is
+    draining lets the tools it runs (git under Copier, a validator's pytest) finish the work
+    in flight instead of seeing them die under it. Members still there once the leader has
+    exited are orphans nobody will stop, so they get `sig` then.
 
     Only acts when the leader is still our process, or when the leader is gone but members of
     its group remain (a process group ID cannot be reused while the group has members, so those
@@ -121,14 +126,24 @@ def stop(info: ProcessInfo, sig: signal.Signals = signal.SIGTERM, grace_s: float
         if not group_members(info.pid):
             return False
     try:
-        os.killpg(info.pid, sig)
+        if leader_alive:
+            os.kill(info.pid, sig)
+        else:
+            os.killpg(info.pid, sig)
     except ProcessLookupError:
         return leader_alive
+    orphans_signalled = not leader_alive
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
         _reap(info.pid)
-        if not is_running(info) and not group_members(info.pid):
-            return leader_alive
+        members = group_members(info.pid)
+        if not is_running(info):
+            if not members:
+                return leader_alive
+            if not orphans_signalled:
+                orphans_signalled = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(info.pid, sig)
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(info.pid, signal.SIGKILL)

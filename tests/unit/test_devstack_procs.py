@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,13 +15,20 @@ from onex_scaffold.devstack import procs
 from onex_scaffold.devstack.stack import Stack
 
 
+def _wait_until_ready(log: Path) -> None:
+    """Until the process printed ``ready`` on a line of its own (the start line quotes its
+    argv, which holds the word too), so its signal handlers are in place."""
+    deadline = time.monotonic() + 10
+    while "\nready\n" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def test_stop_ends_the_whole_process_group(tmp_path: Path) -> None:
     # A parent that forks a child, like PostgreSQL does: both must go.
     info = procs.spawn(
         ["bash", "-c", "sleep 300 & wait"], tmp_path / "log", dict(os.environ), tmp_path
     )
     assert procs.is_running(info)
-    import time
 
     deadline = time.monotonic() + 5
     while len(procs.group_members(info.pid)) < 2 and time.monotonic() < deadline:
@@ -44,11 +52,7 @@ def test_stop_lets_a_draining_leader_finish_what_its_children_are_doing(tmp_path
         "sys.exit(child.wait())\n"
     )
     info = procs.spawn([sys.executable, "-c", leader], tmp_path / "log", dict(os.environ), tmp_path)
-    import time
-
-    deadline = time.monotonic() + 10
-    while "\nready\n" not in (tmp_path / "log").read_text() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _wait_until_ready(tmp_path / "log")
     assert procs.stop(info, signal.SIGTERM, grace_s=10) is True
     assert (tmp_path / "child.out").read_text() == "finished\n"
     assert procs.group_members(info.pid) == []
@@ -73,11 +77,7 @@ def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
          "signal.SIG_IGN); print('ready', flush=True); time.sleep(300)"],
         tmp_path / "log", dict(os.environ), tmp_path,
     )  # fmt: skip
-    import time
-
-    deadline = time.monotonic() + 10
-    while "\nready\n" not in (tmp_path / "log").read_text() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _wait_until_ready(tmp_path / "log")
     assert procs.stop(info, signal.SIGTERM, grace_s=0.5) is True
     assert not procs.is_running(info)
 

@@ -136,9 +136,8 @@ def stop(info: ProcessInfo, sig: signal.Signals = signal.SIGTERM, grace_s: float
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
         _reap(info.pid)
-        members = group_members(info.pid)
         if not is_running(info):
-            if not members:
+            if not group_members(info.pid):
                 return leader_alive
             if not orphans_signalled:
                 orphans_signalled = True

@@ -7,7 +7,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,16 +17,11 @@ from typing import IO, Any, Final
 
 from benchmarks.report import rss_mb_from_status
 from onex_scaffold import naming
+from onex_scaffold.devstack.ports import free_port
 
 
 class NodeStartFailed(RuntimeError):
     """A node exited or did not pass in Consul in time; the message ends with its log."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ConsulHealth:

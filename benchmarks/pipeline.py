@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from onex_scaffold.devstack.pipeline import PIPELINE_SERVICES, stage_source
+from onex_scaffold.devstack.ports import free_port
 from onex_scaffold.pipeline.client import PipelineClient
 from onex_scaffold.pipeline.events import PipelineRequest
 from onex_scaffold.pipeline.runner import make_request, run_in_process
@@ -70,14 +71,6 @@ async def _bus_requests(kafka: str, environment: str, requests: list[PipelineReq
     return elapsed
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def second_instances(kafka: str, consul: str, log_dir: Path) -> Iterator[None]:
     """A second instance of every stage node (same consumer groups) while the block runs."""
@@ -86,7 +79,7 @@ def second_instances(kafka: str, consul: str, log_dir: Path) -> Iterator[None]:
     try:
         for name in PIPELINE_SERVICES:
             folder = name.removeprefix("pipeline-")
-            port = _free_port()
+            port = free_port()
             env = dict(os.environ)
             env.update(
                 KAFKA_BOOTSTRAP_SERVERS=kafka,

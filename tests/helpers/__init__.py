@@ -8,7 +8,6 @@ live in the ``conftest.py`` of the folder that uses them.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, NoReturn
 import pytest
 
 from onex_scaffold._git import run_git
+from onex_scaffold.devstack.ports import free_port
 
 __all__ = [
     "REPO_ROOT",
@@ -56,13 +56,6 @@ def run_python(
         timeout=timeout,
         **options,
     )
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on loopback right now (the caller binds it soon after)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def e2e_required() -> bool:

@@ -11,7 +11,13 @@ import pytest
 from onex_scaffold.devstack.base import LogFn, StartContext
 from onex_scaffold.devstack.errors import MissingToolError, PortBusyError, UnknownServiceError
 from onex_scaffold.devstack.kafka import _kafka_uuid, probe_budget, server_properties
-from onex_scaffold.devstack.ports import choose_port, port_is_free, split_hostport
+from onex_scaffold.devstack.ports import (
+    choose_port,
+    ephemeral_range,
+    free_port,
+    port_is_free,
+    split_hostport,
+)
 from onex_scaffold.devstack.postgres import with_database
 from onex_scaffold.devstack.stack import StackOptions, build_service, wanted_services
 from onex_scaffold.devstack.state import ServiceRecord, StackState, parse_env, render_env
@@ -130,6 +136,16 @@ def test_choose_port_keeps_a_free_previous_port_and_avoids_used_ones() -> None:
         previous = probe.getsockname()[1]
     assert choose_port("kafka", None, previous, set(), "--kafka-port") == previous
     assert choose_port("kafka", None, previous, {previous}, "--kafka-port") != previous
+
+
+def test_free_ports_stay_out_of_the_ephemeral_range_and_avoid_used_ones() -> None:
+    # A port of the ephemeral range can be taken by an outgoing connection before the
+    # service binds it ("address already in use" when a stage node started in CI).
+    ephemeral = ephemeral_range()
+    avoid = set(range(10_000, 20_000))
+    picked = [free_port(avoid=avoid) for _ in range(500)]
+    assert not [p for p in picked if p in ephemeral or p in avoid]
+    assert all(port_is_free(p) for p in picked)
 
 
 def test_with_database_replaces_only_the_path() -> None:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import random
 import socket
+from pathlib import Path
 
 from onex_scaffold.devstack.errors import PortBusyError
 
 HOST = "127.0.0.1"
+#: Where ``free_port`` looks, below the kernel's ephemeral range (see ``free_port``).
+LOWEST_PICKED_PORT = 10_000
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 
 def port_is_free(port: int, host: str = HOST) -> bool:
     """True when nothing listens on host:port and it can be bound now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
         # Like the services themselves (Kafka, Consul, PostgreSQL all set SO_REUSEADDR): a port
         # with only TIME_WAIT leftovers of a stopped listener is free, a live listener is not.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -22,16 +28,38 @@ def port_is_free(port: int, host: str = HOST) -> bool:
     return True
 
 
+def ephemeral_range() -> range:
+    """The ports the kernel hands out as source ports of outgoing connections."""
+    try:
+        low, high = (int(part) for part in _EPHEMERAL_RANGE.read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return range(low, high + 1)
+
+
 def free_port(host: str = HOST, avoid: set[int] | None = None) -> int:
-    """A port the kernel considers free right now (not in `avoid`)."""
+    """A port free right now (not in `avoid`), for a listener that binds it soon after.
+
+    Picked outside the ephemeral range: a port from that range (what binding port 0 gives) can
+    be taken as the source port of any outgoing connection (a Kafka client's, a Consul probe's)
+    between the pick and the bind, and the service then fails with "address already in use".
+    """
     avoid = avoid or set()
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
-            port = int(sock.getsockname()[1])
-        if port not in avoid:
-            return port
-    raise PortBusyError(f"no free loopback port found on {host}")
+    ephemeral = ephemeral_range()
+    pool = [
+        r
+        for r in (range(LOWEST_PICKED_PORT, ephemeral.start), range(ephemeral.stop, 65536))
+        if len(r) > 0
+    ]
+    if pool:
+        for _ in range(200):  # random, so stacks started side by side rarely collide
+            port = random.choice(random.choices(pool, weights=[len(r) for r in pool])[0])
+            if port not in avoid and port_is_free(port, host):
+                return port
+    raise PortBusyError(
+        f"no free loopback port found on {host} outside the ephemeral range "
+        f"{ephemeral.start}-{ephemeral.stop - 1}"
+    )
 
 
 def choose_port(

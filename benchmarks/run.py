@@ -18,6 +18,7 @@ import functools
 import importlib
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -412,6 +413,9 @@ def main(argv: list[str] | None = None) -> int:
         help="leave a part out (repeatable); its figures are then null",
     )
     args = parser.parse_args(argv)
+    # A run stopped with SIGTERM (a CI time limit, `kill`) still stops the stack it started
+    # and removes its work folder: the signal becomes SystemExit, so the `finally`s run.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     plan = QUICK if args.quick else FULL
     started = time.perf_counter()
     log(f"machine: {report.machine()}")
@@ -463,6 +467,11 @@ def main(argv: list[str] | None = None) -> int:
     for failure in run.failures:
         log(f"not measured: {failure}")
     return 1 if run.failures else 0
+
+
+def _exit_on_signal(number: int, _frame: object) -> None:
+    log(f"stopped by signal {number}: cleaning up")
+    raise SystemExit(128 + number)
 
 
 if __name__ == "__main__":

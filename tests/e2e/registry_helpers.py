@@ -24,6 +24,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from helpers import dev_root, free_port
 
+from onex_scaffold._offsets import end_offsets
 from onex_scaffold.devstack import procs
 from onex_scaffold.devstack.registry import REGISTRY_VAR
 from onex_scaffold.devstack.stack import Stack
@@ -200,19 +201,15 @@ def reader(stack: StackAddresses, topics: list[str], from_beginning: bool) -> It
                 return meta if ok else None
 
             metadata = wait_for("topics created", ready, 15, 0.2)
-        parts: list[TopicPartition] = []
-        for topic in topics:
-            meta = metadata.topics.get(topic)
-            assert meta is not None and meta.error is None, f"topic {topic} is missing"
-            for partition in meta.partitions:
-                if from_beginning:
-                    parts.append(TopicPartition(topic, partition, OFFSET_BEGINNING))
-                else:
-                    # Resolve "end" now, so records produced after this line are seen.
-                    _, high = consumer.get_watermark_offsets(
-                        TopicPartition(topic, partition), timeout=10
-                    )
-                    parts.append(TopicPartition(topic, partition, high))
+        if from_beginning:
+            parts: list[TopicPartition] = []
+            for topic in topics:
+                meta = metadata.topics.get(topic)
+                assert meta is not None and meta.error is None, f"topic {topic} is missing"
+                parts += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
+        else:
+            # Resolve "end" now, so records produced after this line are seen.
+            parts = end_offsets(consumer, topics)
         consumer.assign(parts)
         yield consumer
     finally:

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from helpers import dev_root, free_port, unavailable
 
+from onex_scaffold._offsets import end_offsets
 from onex_scaffold.devstack.pipeline import PIPELINE_SERVICES, stage_source
 from onex_scaffold.devstack.stack import Stack
 from onex_scaffold.devstack.testing import StackAddresses
@@ -298,7 +299,7 @@ def _is_group_leader(pid: int) -> bool:
 def test_poison_records_are_dead_lettered_and_the_stages_go_on(
     pipeline: StackAddresses, tmp_path: Path
 ) -> None:
-    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka import Consumer, Producer
 
     topics = sorted({events.input_topic(node.stage, ENVIRONMENT) for node in events.STAGE_NODES})
     dead = [f"{t}.dlq" for t in topics]
@@ -311,13 +312,7 @@ def test_poison_records_are_dead_lettered_and_the_stages_go_on(
         for topic in dead:  # make sure the dead-letter topics exist to read from their end
             producer.produce(topic, value=b"{}", key=b"e2e-marker")
         producer.flush(10)
-        metadata = consumer.list_topics(timeout=10)
-        assignment = []
-        for topic in dead:
-            for number in metadata.topics[topic].partitions:
-                _low, high = consumer.get_watermark_offsets(TopicPartition(topic, number), 10)
-                assignment.append(TopicPartition(topic, number, high))
-        consumer.assign(assignment)
+        consumer.assign(end_offsets(consumer, dead))
         marker = f"poison-{uuid.uuid4()}"
         for topic in topics:
             producer.produce(topic, value=b"\xff not json " + marker.encode(), key=marker)

@@ -22,6 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from onex_scaffold._offsets import end_offsets
+
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "AKIAFAKEMETADATASECRET"
 METADATA_IP = "169.254.169.254"
@@ -117,7 +119,7 @@ def inside(root: Path) -> None:
     _Metadata.hits = 0
 
     sys.path.insert(0, str(REPO / "nodes" / "registry"))
-    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka import Consumer, Producer
     from onex_registry.runtime import naming
     from onex_registry.runtime.events import (
         ModelEventEnvelope,
@@ -142,12 +144,7 @@ def inside(root: Path) -> None:
             {"bootstrap.servers": kafka, "group.id": f"ssrf-{uuid.uuid4().hex[:6]}",
              "session.timeout.ms": 6000}
         )  # fmt: skip
-        metadata = reader.list_topics(timeout=10)
-        parts = []
-        for partition in metadata.topics[dlq].partitions:
-            _, high = reader.get_watermark_offsets(TopicPartition(dlq, partition), timeout=10)
-            parts.append(TopicPartition(dlq, partition, high))
-        reader.assign(parts)
+        reader.assign(end_offsets(reader, [dlq]))
         producer = Producer({"bootstrap.servers": kafka})
         spellings = [
             f"http://{METADATA_IP}/latest/meta-data/iam/security-credentials/",

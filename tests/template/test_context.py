@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pytest_copier.plugin import CopierFixture
 
 from onex_scaffold import naming
 
 
+def rendering_context(copier: CopierFixture, **answers: Any) -> dict[str, Any]:
+    """What templates see for ``answers``: pytest-copier's ``copier.context`` closes no
+    Worker, so each call left a clone of the template in the temp folder; this one does."""
+    with copier.worker(**answers) as worker:
+        worker._ask()
+        env = worker.jinja_env
+        context = env.context_class(env, worker._render_context(), "", {}, env.globals)
+        return dict(context.get_all())
+
+
 def test_context_derives_names_from_naming(copier: CopierFixture) -> None:
     names = naming()
-    ctx = copier.context(
+    ctx = rendering_context(
+        copier,
         node_type="reducer",
         node_name="OrderTotals",
         service_name="order-totals",
@@ -42,13 +54,15 @@ def test_context_derives_names_from_naming(copier: CopierFixture) -> None:
 
 def test_defaults_by_node_type(copier: CopierFixture) -> None:
     base = {"node_name": "A", "service_name": "a", "domain": "d"}
-    assert copier.context(node_type="effect", **base)["actions"] == [
+    assert rendering_context(copier, node_type="effect", **base)["actions"] == [
         "execute_effect",
         "validate_input",
     ]
-    assert copier.context(node_type="compute", **base)["actions"][0] == "execute_compute"
-    assert copier.context(node_type="reducer", **base)["actions"][0] == "reduce"
-    assert copier.context(node_type="orchestrator", **base)["actions"][0] == "run_workflow"
+    assert rendering_context(copier, node_type="compute", **base)["actions"][0] == "execute_compute"
+    assert rendering_context(copier, node_type="reducer", **base)["actions"][0] == "reduce"
+    assert (
+        rendering_context(copier, node_type="orchestrator", **base)["actions"][0] == "run_workflow"
+    )
 
 
 def test_package_path_rendered_from_hook(copier: CopierFixture, tmp_path: Path) -> None:

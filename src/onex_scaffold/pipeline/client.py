@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
+from onex_scaffold._offsets import end_offsets
 from onex_scaffold._template import load_runtime_module
 from onex_scaffold.pipeline import events
 
@@ -102,7 +103,7 @@ class PipelineClient:
         await self.close()
 
     async def start(self) -> None:
-        from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+        from confluent_kafka import Consumer, KafkaException, Producer
 
         from onex_scaffold.pipeline.bus import ensure_topics
 
@@ -139,20 +140,17 @@ class PipelineClient:
         )
         request_topic = events.event_topic(events.NODE_GENERATION_REQUESTED, self.environment)
         watched = [t for t in events.pipeline_topics(self.environment) if t != request_topic]
-
-        def assign_at_end() -> None:
-            metadata = consumer.list_topics(timeout=10)
-            partitions = []
-            for topic in watched:
-                for number in metadata.topics[topic].partitions:
-                    _low, high = consumer.get_watermark_offsets(
-                        TopicPartition(topic, number), timeout=10
-                    )
-                    partitions.append(TopicPartition(topic, number, high))
-            consumer.assign(partitions)
-
-        await asyncio.to_thread(assign_at_end)
         self._consumer = consumer
+        try:
+            # The end is read before any request goes out, so no answer is missed.
+            ends = await asyncio.to_thread(end_offsets, consumer, watched)
+            await asyncio.to_thread(consumer.assign, ends)
+        except KafkaException as error:
+            await self.close()
+            raise PipelineUnavailable(
+                f"Kafka at {self.bootstrap_servers} did not say where the pipeline's topics "
+                f"end ({error.args[0]}); try again once the cluster has a leader for each"
+            ) from error
         self._poller = asyncio.create_task(self._poll(), name="pipeline-client-poll")
 
     async def close(self) -> None:

@@ -11,6 +11,7 @@ import pytest
 from onex_scaffold.devstack.base import LogFn, StartContext
 from onex_scaffold.devstack.errors import MissingToolError, PortBusyError, UnknownServiceError
 from onex_scaffold.devstack.kafka import _kafka_uuid, probe_budget, server_properties
+from onex_scaffold.devstack.node_service import NODES_DIR_VAR, NodeService
 from onex_scaffold.devstack.ports import (
     choose_port,
     ephemeral_range,
@@ -295,3 +296,41 @@ def test_kafka_probe_budget_ends_by_the_deadline() -> None:
     assert probe_budget(now + 100) == 3.0  # never longer than one probe's own limit
     assert probe_budget(now - 5) == 0.1  # past the deadline: one short last try
     assert 0.9 < probe_budget(now + 1.0) <= 1.0
+
+
+def _node_folder(parent: Path, name: str) -> Path:
+    folder = parent / name
+    folder.mkdir(parents=True)
+    (folder / "start_node.py").write_text("")
+    return folder
+
+
+@pytest.mark.parametrize(("member", "folder"), [("registry", "registry"),
+                                                ("pipeline-validator", "validator")])  # fmt: skip
+def test_a_restarted_node_runs_from_the_folder_it_ran_from(
+    member: str, folder: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dev up` with ONEX_DEV_NODES_DIR, then `dev restart` from a shell without it: the
+    node restarts from the clone it ran from, not from the checkout."""
+    monkeypatch.delenv(NODES_DIR_VAR, raising=False)
+    clone = _node_folder(tmp_path / "clone" / "nodes", folder)
+    ctx = StartContext(tmp_path, tmp_path, {}, None, set(), LogFn(verbose=False))
+
+    def source_with(previous: ServiceRecord | None) -> Path:
+        service = build_service(member, StackOptions(), previous)
+        assert isinstance(service, NodeService)
+        service.prepare(ctx)
+        return service.source
+
+    record = ServiceRecord(name=member, kind="onex-node", cwd=str(clone))
+    assert source_with(record) == clone
+    checkout = source_with(None)
+    assert checkout != clone and checkout.name == folder
+    # Named explicitly, another folder wins over the recorded one.
+    other = _node_folder(tmp_path / "other" / "nodes", folder)
+    monkeypatch.setenv(NODES_DIR_VAR, str(other.parent))
+    assert source_with(record) == other
+    # A recorded folder that no longer holds the node is not used.
+    monkeypatch.delenv(NODES_DIR_VAR)
+    (clone / "start_node.py").unlink()
+    assert source_with(record) == checkout

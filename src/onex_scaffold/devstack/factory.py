@@ -49,10 +49,11 @@ class ServiceFactory:
             )
         if name == "postgres":
             return PostgresService(port=self.options.postgres_port)
+        ran_from = previous.cwd if previous is not None else None
         if service == "registry":
-            return RegistryService(index=index, size=self.layout.registry)
+            return RegistryService(index=index, size=self.layout.registry, ran_from=ran_from)
         if name in PIPELINE_SERVICES:
-            return PipelineStageService(name)
+            return PipelineStageService(name, ran_from=ran_from)
         raise UnknownServiceError(
             f"unknown service {name!r}; known services: {', '.join(SERVICE_ORDER)}"
         )

@@ -90,7 +90,7 @@ def roll_member(runner: StackRunner, name: str, options: StackOptions) -> None:
         old = process_of(record)
         ctx = runner.context(state, None)  # a port of its own: both run for a while
         ctx.used_ports.update(record.ports.values())
-        service = PipelineStageService(name, instance_id=None)
+        service = PipelineStageService(name, instance_id=None, ran_from=record.cwd)
         service.prepare(ctx)
         plan = service.plan(ctx)
         assert service.instance_id is not None

@@ -106,6 +106,8 @@ class NodeService(Service):
     #: The error when some are missing; {missing} and {python} are filled in.
     missing_packages: ClassVar[str]
     _source: Path | None = None
+    #: The folder this member ran from before (its state.json record), if it did.
+    ran_from: str | None = None
 
     @abstractmethod
     def find_source(self) -> Path:
@@ -117,12 +119,21 @@ class NodeService(Service):
         return self._source
 
     def prepare(self, ctx: StartContext) -> None:
-        self._source = self.find_source()
+        self._source = self._previous_folder() or self.find_source()
         missing = [name for name in self.needs if importlib.util.find_spec(name) is None]
         if missing:
             raise MissingToolError(
                 self.missing_packages.format(missing=", ".join(missing), python=sys.executable)
             )
+
+    def _previous_folder(self) -> Path | None:
+        """The folder it ran from before, while that still holds the node and
+        $ONEX_DEV_NODES_DIR names no other: a restart runs the same node (with its new code),
+        even from a shell that lacks the variable `up` had."""
+        if self.ran_from is None or os.environ.get(NODES_DIR_VAR):
+            return None
+        folder = Path(self.ran_from)
+        return folder if (folder / "start_node.py").is_file() else None
 
     def claim_http_port(self, ctx: StartContext) -> int:
         """Its HTTP port: the one it had before when still free, else a free one."""

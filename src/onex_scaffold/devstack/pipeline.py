@@ -61,7 +61,9 @@ class PipelineStageService(NodeService):
         "pip install 'onex-node-template[dev]', or --no-pipeline"
     )
 
-    def __init__(self, name: str, instance_id: str | None = INSTANCE_ID) -> None:
+    def __init__(
+        self, name: str, instance_id: str | None = INSTANCE_ID, *, ran_from: str | None = None
+    ) -> None:
         if not name.startswith(SERVICE_PREFIX) or name not in PIPELINE_SERVICES:
             raise ValueError(f"unknown pipeline service {name!r}")
         self.name = name  # type: ignore[misc]
@@ -69,6 +71,7 @@ class PipelineStageService(NodeService):
         #: A rolling restart starts the new instance beside the old one under another id
         #: (None: ``dev-<port>``, set by `plan`).
         self.instance_id = instance_id
+        self.ran_from = ran_from
         self._source: Path | None = None
 
     @property

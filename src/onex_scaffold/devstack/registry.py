@@ -76,11 +76,12 @@ class RegistryService(NodeService):
         "pip install onex-node-template"
     )
 
-    def __init__(self, index: int = 1, size: int = 1) -> None:
+    def __init__(self, index: int = 1, size: int = 1, *, ran_from: str | None = None) -> None:
         # Several instances share one consumer group and write the same registrations to
         # Consul (idempotent); each has its own INSTANCE_ID and port.
         self.index = index
         self.size = size
+        self.ran_from = ran_from
         self._source: Path | None = None
 
     def find_source(self) -> Path:

@@ -102,6 +102,7 @@ class StackRunner:
             ports=plan.ports,
             env=plan.provides,
             log=str(log_path),
+            cwd=str(plan.cwd),
         )
         # Saved before waiting: if waiting fails, `down` still knows the PID.
         self.store.save(state)

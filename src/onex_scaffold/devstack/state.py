@@ -31,6 +31,10 @@ class ServiceRecord(BaseModel):
     env: dict[str, str] = Field(default_factory=dict, description="variables it provides")
     log: str | None = None
     external: bool = False
+    cwd: str | None = Field(
+        default=None,
+        description="the folder it ran in; for our nodes the node's folder, kept on restart",
+    )
 
 
 class StackState(BaseModel):

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -117,12 +119,13 @@ def screenshot(url: str, out: Path, wait_for: str, size: str, timeout_s: float) 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         sys.exit("chromium not found: apt-get install -y chromium")
-    with tempfile.TemporaryDirectory() as profile:
+    # Chromium's helper processes may still write to the profile while it is removed.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         width, height = size.split("x")
         process = subprocess.Popen(
             [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
              f"--window-size={width},{height}", "--remote-debugging-port=0", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         try:
             port_file = Path(profile, "DevToolsActivePort")
@@ -151,12 +154,18 @@ def screenshot(url: str, out: Path, wait_for: str, size: str, timeout_s: float) 
             out.write_bytes(base64.b64decode(shot["data"]))
             print(f"wrote {out} ({out.stat().st_size} bytes)")
         finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+            _end_group(process)
+
+
+def _end_group(process: subprocess.Popen[bytes]) -> None:
+    """Stop Chromium and its helper processes (its own process group), SIGKILL after 10 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(10)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(5)
 
 
 def main() -> None:

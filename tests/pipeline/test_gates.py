@@ -13,6 +13,9 @@ import pytest
 from onex_scaffold import generate_node
 from onex_scaffold.pipeline import gates
 from onex_scaffold.pipeline.archive import node_files
+from onex_scaffold.pipeline.events import NodeGenerationRequested
+from onex_scaffold.pipeline.recording import StageRecord
+from onex_scaffold.pipeline.runner import make_request
 
 PARSED = {
     "node_type": "effect",
@@ -131,3 +134,20 @@ def test_nodes_alike_but_for_their_name_share_no_mypy_cache_entries(
             os.utime(folder / rel, (stamp, stamp))
         result = gates.MypyStrict()(folder)
         assert result.passed, [f.message for f in result.findings]
+
+
+def test_a_tool_killed_by_a_signal_fails_the_stage_not_the_code(node: Path) -> None:
+    """The OOM killer's SIGKILL (here: the node's tests kill their own pytest) says nothing
+    about the code: no gate result, no findings for the refiner, nothing cached."""
+    (node / "tests" / "test_dies.py").write_text(
+        "import os\nimport signal\n\nos.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    with pytest.raises(gates.ToolStopped, match=r"^pytest was stopped by SIGKILL") as stopped:
+        gates.cached_gates("digest-of-a-killed-run", node)
+    assert not list((gates.cache_root() / "validated").glob("digest-of-a-killed-run-*"))
+    request = make_request("# Gate probe\n", node.parent / "out")
+    failure = StageRecord("validator").failed(
+        NodeGenerationRequested(request=request), stopped.value
+    )
+    assert failure.stage == "validator"
+    assert failure.reason.startswith("pytest") and "send the request again" in failure.reason

@@ -21,6 +21,7 @@ import importlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -35,6 +36,7 @@ import yaml
 
 from onex_scaffold.pipeline.archive import node_files
 from onex_scaffold.pipeline.events import Finding
+from onex_scaffold.pipeline.recording import StageFailure
 from onex_scaffold.stage import GateStatus, ValidationGate
 
 #: Longest one tool may run on one node (seconds).
@@ -108,6 +110,16 @@ def _tool_env() -> dict[str, str]:
     return env
 
 
+class ToolStopped(StageFailure):
+    """A tool was ended by a signal (the OOM killer's SIGKILL, a Ctrl-C sent to the node's
+    whole process group): it said nothing about the code, so no gate result is made of it."""
+
+
+def _tool_name(argv: list[str]) -> str:
+    """``mypy`` for ``python -m mypy ...`` and for ``.../bin/mypy ...``."""
+    return argv[2] if len(argv) > 2 and argv[1] == "-m" else Path(argv[0]).name
+
+
 def _run(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[int, str]:
     try:
         done = subprocess.run(
@@ -124,6 +136,14 @@ def _run(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple
         return 124, f"{' '.join(argv[:3])} did not finish within {TOOL_TIMEOUT_S:g} s"
     except OSError as error:
         return 127, f"cannot run {argv[0]}: {error}"
+    if done.returncode < 0:
+        number = -done.returncode
+        name = signal.Signals(number).name if number in signal.valid_signals() else str(number)
+        raise ToolStopped(
+            f"{_tool_name(argv)} was stopped by {name} before it "
+            "finished, so the code was not judged; send the request again (a SIGKILL is "
+            "often the kernel's out-of-memory killer: give the validator more memory)"
+        )
     return done.returncode, (done.stdout + done.stderr)
 
 

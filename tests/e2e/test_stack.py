@@ -174,6 +174,11 @@ def test_up_twice_then_down_leaves_no_process(own_root: Path) -> None:
     assert parse_env((own_root / ".onex-dev" / "env").read_text()) == env
     first = {s.name: s.pid for s in stack.status()}
     assert all(s.answering for s in stack.status())
+    # lz4-java leaves its native library in java.io.tmpdir at every broker start: that is
+    # the broker's own folder, not /tmp.
+    argv = Path(f"/proc/{first['kafka']}/cmdline").read_bytes().decode().split("\0")
+    tmpdirs = [a.split("=", 1)[1] for a in argv if a.startswith("-Djava.io.tmpdir=")]
+    assert tmpdirs and Path(tmpdirs[0]).is_relative_to(own_root.resolve() / ".onex-dev")
 
     # A second `up` is harmless: same processes, same addresses.
     assert stack.up(options) == env

@@ -162,7 +162,8 @@ def _apache_private(home: Path) -> Broker:
     )  # fmt: skip
     argv = [
         java, "-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
-        f"-Dkafka.logs.dir={home}", "-cp", classpath, "kafka.Kafka", str(props),
+        f"-Dkafka.logs.dir={home}", f"-Djava.io.tmpdir={home}",  # lz4-java unpacks there
+        "-cp", classpath, "kafka.Kafka", str(props),
     ]  # fmt: skip
     broker = Broker(f"127.0.0.1:{port}", "apache-private", port, argv=argv)
     broker.start()

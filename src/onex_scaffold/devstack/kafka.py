@@ -309,6 +309,11 @@ class KafkaService(Service):
         )
         log4j = home / "log4j2.properties"
         log4j.write_text(LOG4J2)
+        # lz4-java unpacks its native library into java.io.tmpdir at every start and leaves it
+        # there: the broker's own folder, emptied here, keeps /tmp clean.
+        scratch = home / "tmp"
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir()
         classpath = f"{self._lib}/*"
         if not (data / "meta.properties").is_file():
             cluster_id = self.cluster.cluster_id(kafka_home) if size > 1 else _kafka_uuid()
@@ -331,7 +336,7 @@ class KafkaService(Service):
                 self._java, *heap, "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
                 "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={log4j}", f"-Dkafka.logs.dir={home}",
-                "-cp", classpath, "kafka.Kafka", str(props),
+                f"-Djava.io.tmpdir={scratch}", "-cp", classpath, "kafka.Kafka", str(props),
             ],
             ports=dict(ports),
             provides=provides,

@@ -7,7 +7,6 @@ archive; the validator and the refiner unpack it, check or fix it, and pack it a
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Final
 
@@ -23,6 +22,7 @@ from onex_scaffold.pipeline.events import (
     ValidationCompleted,
 )
 from onex_scaffold.pipeline.recording import StageFailure, StageRecord
+from onex_scaffold.pipeline.scratch import scratch_folder
 
 #: Largest encoded node archive put into an event (bytes). Kafka's default record limit is
 #: 1 MiB (``message.max.bytes``); the rest of the event needs room too.
@@ -49,7 +49,7 @@ def generate_code(event: ContractBuilt) -> CodeGenerated | NodeGenerationFailed:
 
     record = StageRecord("code_generator")
     try:
-        with tempfile.TemporaryDirectory(prefix="onex-pipeline-gen-") as tmp:
+        with scratch_folder("gen") as tmp:
             folder = Path(tmp) / "node"
             if event.request.existing is not None:
                 try:
@@ -103,7 +103,7 @@ def generate_code(event: ContractBuilt) -> CodeGenerated | NodeGenerationFailed:
 def validate_code(event: CodeGenerated | CodeRefined) -> ValidationCompleted | NodeGenerationFailed:
     record = StageRecord("validator")
     try:
-        with tempfile.TemporaryDirectory(prefix="onex-pipeline-val-") as tmp:
+        with scratch_folder("val") as tmp:
             folder = Path(tmp) / str(event.contract.get("name", "node"))
             try:
                 archives.unpack(event.archive, folder)
@@ -160,7 +160,7 @@ def refine_code(event: ValidationCompleted) -> CodeRefined | NodeGenerationFaile
                 f"still failing after {event.round} refine round(s) "
                 f"(max_refine_rounds {event.request.max_refine_rounds})"
             )
-        with tempfile.TemporaryDirectory(prefix="onex-pipeline-fix-") as tmp:
+        with scratch_folder("fix") as tmp:
             folder = Path(tmp) / "node"
             try:
                 archives.unpack(event.archive, folder)

@@ -16,6 +16,7 @@ from onex_scaffold.pipeline.events import (
     ValidationCompleted,
 )
 from onex_scaffold.pipeline.recording import StageFailure, StageRecord
+from onex_scaffold.pipeline.scratch import scratch_folder
 
 # ---------------------------------------------------------------------------
 # 7. File writer
@@ -45,7 +46,7 @@ def _install_update(staged: Path, target: Path) -> list[str]:
 
 
 def _would_change(event: ValidationCompleted, target: Path) -> list[str]:
-    with tempfile.TemporaryDirectory(prefix="onex-pipeline-dry-") as tmp:
+    with scratch_folder("dry") as tmp:
         staged = Path(tmp) / "node"
         archives.unpack(event.archive, staged)
         return [
